@@ -1,0 +1,21 @@
+"""aseguide: training-free universal guidance for crystal diffusion models, the ASE way.
+
+Guidance objectives are ASE constraints and calculators (:mod:`aseguide.constraints`,
+:mod:`aseguide.calculators`); the guided sampler :class:`GuidedDiffusion` is an ASE
+dynamics object driving a pretrained MatterGen model loaded with :func:`load_model`.
+"""
+
+__version__ = "0.1.0"
+
+from aseguide.models import load_model
+from aseguide.state import CrystalBatch
+
+__all__ = ["CrystalBatch", "GuidedDiffusion", "load_model", "__version__"]
+
+
+def __getattr__(name):
+    if name == "GuidedDiffusion":
+        from aseguide.optimize import GuidedDiffusion
+
+        return GuidedDiffusion
+    raise AttributeError(f"module 'aseguide' has no attribute {name!r}")

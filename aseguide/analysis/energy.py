@@ -1,0 +1,319 @@
+"""Step 6: energies with a swappable ASE calculator and energy above a reference hull.
+
+Any ASE calculator works (``EMT``, CHGNet, MatterSim, ...). A hull is any object with
+``e_above_hull(atoms_or_composition, energy_per_atom) -> float`` (eV/atom), such as
+:class:`aseguide.calculators.ReferenceHull` or :class:`PhaseDiagramHull` below, which
+builds a pymatgen ``PhaseDiagram`` from structures whose energies were computed with
+the same calculator (the paper's "reference-based convex hull").
+
+Example
+-------
+>>> import numpy as np
+>>> from ase.build import bulk
+>>> from ase.calculators.emt import EMT
+>>> from aseguide.analysis import compute_energies, energies_above_hull, PhaseDiagramHull
+>>> refs = [bulk("Cu", "fcc", a=3.6), bulk("Au", "fcc", a=4.08)]
+>>> e_refs = compute_energies(refs, EMT())
+>>> hull = PhaseDiagramHull.from_structures(refs, e_refs)
+>>> alloy = bulk("Cu", "fcc", a=3.7).repeat((2, 1, 1))
+>>> alloy[0].symbol = "Au"
+>>> e_hull, problems = energies_above_hull([alloy], compute_energies([alloy], EMT()), hull)
+>>> bool(np.isfinite(e_hull[0])), problems
+(True, [None])
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+from ase import Atoms
+
+__all__ = [
+    "HullLike",
+    "PhaseDiagramHull",
+    "compute_energies",
+    "energies_above_hull",
+    "filter_references",
+    "stored_energies",
+]
+
+
+class HullLike(Protocol):
+    """Anything with ``e_above_hull(atoms_or_composition, energy_per_atom)`` in eV/atom."""
+
+    def e_above_hull(self, composition_or_atoms: Any, energy_per_atom: float) -> float: ...
+
+
+def _composition(obj: Any):
+    from pymatgen.core import Composition
+
+    if isinstance(obj, Atoms):
+        return Composition(obj.get_chemical_formula())
+    if hasattr(obj, "composition"):
+        return obj.composition
+    return Composition(obj)
+
+
+class PhaseDiagramHull:
+    """A convex hull of reference energies, backed by pymatgen's ``PhaseDiagram``.
+
+    Entries containing an element without an elemental (terminal) entry cannot be
+    placed on a phase diagram; they are left out (counted in ``n_dropped``) and the
+    structures made of such elements are later reported as outside the hull.
+
+    Parameters
+    ----------
+    entries:
+        pymatgen ``PDEntry``/``ComputedEntry`` objects (total energies).
+
+    Example
+    -------
+    >>> hull = PhaseDiagramHull.from_energies({"Cu": -1.0, "Au": -2.0})
+    >>> round(hull.e_above_hull("CuAu", -1.6), 6)   # hull at -1.5 eV/atom
+    -0.1
+    >>> round(hull.e_above_hull("Cu3Au", -1.0), 6)  # hull at -1.25 eV/atom
+    0.25
+    """
+
+    def __init__(self, entries: Iterable) -> None:
+        from pymatgen.analysis.phase_diagram import PhaseDiagram
+
+        entries = list(entries)
+        terminal = {str(e.composition.elements[0]) for e in entries if e.composition.is_element}
+        self.entries = [e for e in entries if {str(x) for x in e.composition.elements} <= terminal]
+        self.n_dropped = len(entries) - len(self.entries)
+        if not self.entries:
+            raise ValueError(f"no usable reference entries for the hull ({len(entries)} given, none of them "
+                             "with elemental entries for all its elements)")
+        self.phase_diagram = PhaseDiagram(self.entries)
+        self.elements = {str(e) for e in self.phase_diagram.elements}
+
+    @classmethod
+    def from_energies(cls, energies: dict[str, float] | Iterable[tuple[str, float]]) -> PhaseDiagramHull:
+        """Hull from ``formula -> energy per atom`` (eV/atom); several rows per formula allowed."""
+        from pymatgen.analysis.phase_diagram import PDEntry
+
+        items = energies.items() if isinstance(energies, dict) else energies
+        entries = []
+        for formula, e in items:
+            comp = _composition(formula)
+            entries.append(PDEntry(comp, float(e) * comp.num_atoms))
+        return cls(entries)
+
+    @classmethod
+    def from_structures(cls, structures: Sequence[Atoms], energies_per_atom: Sequence[float]) -> PhaseDiagramHull:
+        """Hull from structures and their energies per atom (non-finite energies skipped)."""
+        from pymatgen.analysis.phase_diagram import PDEntry
+
+        entries = []
+        for atoms, e in zip(structures, energies_per_atom):
+            if e is not None and math.isfinite(float(e)):
+                comp = _composition(atoms)
+                entries.append(PDEntry(comp, float(e) * comp.num_atoms))
+        return cls(entries)
+
+    def e_above_hull(self, composition_or_atoms: Any, energy_per_atom: float) -> float:
+        """Energy per atom above the hull at that composition (negative below it).
+
+        Raises
+        ------
+        ValueError
+            If the composition has an element the hull does not cover (named).
+        """
+        from pymatgen.analysis.phase_diagram import PDEntry
+
+        comp = _composition(composition_or_atoms)
+        missing = sorted({str(e) for e in comp.elements} - self.elements)
+        if missing:
+            raise ValueError(f"element(s) {missing} of {comp.reduced_formula} are not in the reference hull "
+                             f"(elements: {sorted(self.elements)})")
+        entry = PDEntry(comp, float(energy_per_atom) * comp.num_atoms)
+        return float(self.phase_diagram.get_e_above_hull(entry, allow_negative=True))
+
+
+def compute_energies(
+    structures: Sequence[Atoms],
+    calculator: Any,
+    relax: bool = False,
+    fmax: float = 0.05,
+    steps: int = 200,
+    optimizer: Callable | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cell_filter: Callable | str | None = "frechet",
+) -> np.ndarray:
+    """Potential energy per atom (eV/atom) of each structure (pipeline step 6).
+
+    The structures are not modified: each is copied, given ``calculator`` and, when
+    ``relax`` is set, relaxed (positions and cell, ``FrechetCellFilter``). A failure
+    gives ``nan`` for that structure with a warning naming it.
+
+    Parameters
+    ----------
+    structures:
+        Crystals.
+    calculator:
+        An ASE calculator, or a factory called with no argument returning one.
+    relax:
+        Relax before taking the energy (off by default, as in the paper: relaxation
+        would undo geometric constraints).
+    fmax, steps:
+        Relaxation convergence (eV/Å) and step limit.
+    optimizer:
+        ASE optimizer class for the relaxation (default ``ase.optimize.FIRE``).
+    cell_filter:
+        ``"frechet"`` (``ase.filters.FrechetCellFilter``, default), another ASE
+        filter class (e.g. ``ase.filters.UnitCellFilter``), or ``None`` to relax the
+        positions only.
+    progress:
+        Called as ``progress(done, total)`` after each structure.
+
+    Returns
+    -------
+    numpy.ndarray
+        Energy per atom, ``nan`` where the calculation failed.
+
+    Example
+    -------
+    >>> from ase.build import bulk
+    >>> from ase.calculators.emt import EMT
+    >>> round(float(compute_energies([bulk("Cu", "fcc", a=3.6)], EMT())[0]), 4)
+    -0.0067
+    """
+    if calculator is None:
+        raise ValueError("calculator is None: give an ASE calculator")
+    is_factory = isinstance(calculator, type) or (callable(calculator) and not hasattr(calculator, "calculate"))
+    calc = calculator() if is_factory else calculator
+    out = np.full(len(structures), np.nan)
+    for k, atoms in enumerate(structures):
+        work = atoms.copy()
+        work.calc = calc
+        try:
+            if relax:
+                from ase.filters import FrechetCellFilter
+                from ase.optimize import FIRE
+
+                opt_cls = optimizer or FIRE
+                flt = FrechetCellFilter if cell_filter == "frechet" else cell_filter
+                target = work if flt is None else flt(work)
+                opt_cls(target, logfile=None).run(fmax=fmax, steps=steps)
+            out[k] = float(work.get_potential_energy()) / len(work)
+        except Exception as exc:  # noqa: BLE001 - one failure must not stop the batch
+            warnings.warn(f"energy of structure {k} ({atoms.info.get('source', atoms.get_chemical_formula())}) "
+                          f"failed: {type(exc).__name__}: {exc}", stacklevel=2)
+        if progress is not None:
+            progress(k + 1, len(structures))
+    return out
+
+
+def stored_energies(structures: Sequence[Atoms], key: str = "energy_per_atom") -> np.ndarray:
+    """Energies per atom already stored in ``atoms.info[key]`` (``nan`` where absent).
+
+    Example
+    -------
+    >>> from ase.build import bulk
+    >>> a = bulk("Cu"); a.info["energy_per_atom"] = -3.5
+    >>> stored_energies([a, bulk("Cu")]).tolist()
+    [-3.5, nan]
+    """
+    out = np.full(len(structures), np.nan)
+    for k, atoms in enumerate(structures):
+        value = atoms.info.get(key)
+        try:
+            out[k] = float(value)
+        except (TypeError, ValueError):
+            pass
+    return out
+
+
+def energies_above_hull(
+    structures: Sequence[Atoms],
+    energies_per_atom: Sequence[float],
+    hull: HullLike,
+) -> tuple[np.ndarray, list[str | None]]:
+    """Energy above the hull (eV/atom) of each structure.
+
+    Returns
+    -------
+    e_hull : numpy.ndarray
+        ``nan`` where the energy is missing or the hull cannot place the structure.
+    problems : list
+        ``None``, or why the structure has no value (e.g. an element absent from
+        the hull); such structures are flagged, not dropped.
+
+    Example
+    -------
+    >>> from ase.build import bulk
+    >>> hull = PhaseDiagramHull.from_energies({"Cu": -3.0})
+    >>> e, why = energies_above_hull([bulk("Cu"), bulk("Au")], [-2.9, -3.0], hull)
+    >>> round(float(e[0]), 6), why[1][:10]
+    (0.1, 'element(s)')
+    """
+    if len(energies_per_atom) != len(structures):
+        raise ValueError(f"{len(energies_per_atom)} energies for {len(structures)} structures")
+    out = np.full(len(structures), np.nan)
+    problems: list[str | None] = [None] * len(structures)
+    for k, (atoms, e) in enumerate(zip(structures, energies_per_atom)):
+        if e is None or not math.isfinite(float(e)):
+            problems[k] = "no energy"
+            continue
+        try:
+            out[k] = float(hull.e_above_hull(atoms, float(e)))
+        except Exception as exc:  # noqa: BLE001 - flagged per structure
+            problems[k] = str(exc) or type(exc).__name__
+    return out, problems
+
+
+def filter_references(
+    references: Sequence[Atoms],
+    max_e_above_hull: float = 0.5,
+    hull: HullLike | None = None,
+) -> tuple[list[Atoms], np.ndarray]:
+    """Drop reference structures more than ``max_e_above_hull`` eV/atom above the hull.
+
+    The energy above hull of each reference is taken from ``atoms.info["e_above_hull"]``
+    when present; otherwise from ``atoms.info["energy_per_atom"]`` against ``hull``,
+    or, without ``hull``, against the hull of the references' own stored energies
+    (the database's energies, as in the paper). References without any energy are
+    kept.
+
+    Returns
+    -------
+    kept : list of ase.Atoms
+    e_above_hull : numpy.ndarray
+        The value used for every input reference (``nan`` when unknown).
+
+    Example
+    -------
+    >>> from ase.build import bulk
+    >>> a, b = bulk("Cu"), bulk("Cu", "bcc", a=2.9)
+    >>> a.info["energy_per_atom"], b.info["energy_per_atom"] = -3.0, -2.0
+    >>> kept, e = filter_references([a, b], 0.5)
+    >>> len(kept), e.tolist()
+    (1, [0.0, 1.0])
+    """
+    refs = list(references)
+    e_hull = np.full(len(refs), np.nan)
+    for k, atoms in enumerate(refs):
+        try:
+            e_hull[k] = float(atoms.info["e_above_hull"])
+        except (KeyError, TypeError, ValueError):
+            pass
+    todo = np.isnan(e_hull)
+    if todo.any():
+        energies = stored_energies(refs)
+        if hull is None and np.isfinite(energies).any():
+            try:
+                hull = PhaseDiagramHull.from_structures(refs, energies)
+            except Exception as exc:  # noqa: BLE001 - e.g. missing elemental entries
+                warnings.warn(f"cannot build a hull from the references' stored energies: {exc}", stacklevel=2)
+                hull = None
+        if hull is not None:
+            idx = np.flatnonzero(todo & np.isfinite(energies))
+            values, _ = energies_above_hull([refs[k] for k in idx], energies[idx], hull)
+            e_hull[idx] = values
+    keep = ~(e_hull > max_e_above_hull)
+    return [a for a, k in zip(refs, keep) if k], e_hull

@@ -1,0 +1,465 @@
+"""Common protocol of guidance objectives: batched torch loss + ASE views.
+
+Every objective is one batched, differentiable torch function
+:meth:`Objective.loss` of a :class:`~aseguide.state.CrystalBatch` returning one
+non-negative value per structure. Everything else is derived from it once, here:
+
+* :meth:`Objective.descriptor` and :meth:`Objective.satisfied` (analysis views);
+* :meth:`Objective.energy_forces_stress` (loss, ``-dloss/dpositions`` and
+  ``(1/V) dloss/dstrain``), used by the ASE soft-restraint protocol
+  (``atoms.set_constraint(objective)``) and by
+  :class:`aseguide.calculators.GuidanceCalculator`.
+
+Targets (:class:`Target`) are a value, an interval ``(lo, hi)`` or a set of
+intervals ``[(lo1, hi1), (lo2, hi2), ...]``; the loss is a penalty of the distance
+from the descriptor to that set, zero inside.
+
+Example
+-------
+>>> from ase.build import bulk
+>>> from aseguide.constraints import VolumePerAtom
+>>> objective = VolumePerAtom(target=(10.0, 12.0))
+>>> float(objective.descriptor(bulk("Si"))[0])  # doctest: +ELLIPSIS
+20.01...
+>>> bool(objective.satisfied(bulk("Si"))[0])
+False
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ase import Atoms
+
+from aseguide.state import CrystalBatch
+
+__all__ = [
+    "Objective",
+    "ScalarObjective",
+    "Target",
+    "distance_to_target",
+    "penalty",
+    "PENALTIES",
+    "objective_from_dict",
+    "energy_forces_stress",
+]
+
+#: Names of the penalties applied to the distance ``x >= 0`` from the target set.
+PENALTIES = ("l1", "l2", "huber")
+
+StructuresLike = Any  # CrystalBatch | ase.Atoms | Structure | sequences of those
+
+
+def _as_batch(structures: StructuresLike) -> CrystalBatch:
+    """A batch from a batch (kept as is) or ASE / pymatgen structures (float64)."""
+    if isinstance(structures, CrystalBatch):
+        return structures
+    return CrystalBatch.from_any(structures, dtype=torch.float64)
+
+
+def _check_number(name: str, value: Any, *, positive: bool = False, allow_zero: bool = True) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if positive and (number < 0 or (number == 0 and not allow_zero)):
+        kind = "positive" if not allow_zero else "non-negative"
+        raise ValueError(f"{name} must be {kind}, got {value!r}")
+    return number
+
+
+# ---------------------------------------------------------------------------- targets
+class Target:
+    """A target value, interval or set of intervals for a scalar descriptor.
+
+    Parameters
+    ----------
+    value:
+        ``4`` (a value), ``(3.5, 4.5)`` (a closed interval; ``hi`` may be
+        ``math.inf``), or a sequence of values and intervals
+        ``[(3, 3), (4, 4), (6, 7)]`` (their union). A bare sequence of two numbers is
+        always an interval; write a set of values as ``[(3, 3), (4, 4)]``.
+    nonnegative:
+        Reject negative bounds (all built-in descriptors are non-negative).
+
+    Raises
+    ------
+    ValueError
+        For a negative bound (when ``nonnegative``), ``lo > hi``, a NaN, or an
+        ambiguous bare list of more than two numbers, naming the value.
+
+    Example
+    -------
+    >>> import torch
+    >>> target = Target([(3, 3), (5, 6)])
+    >>> target.distance(torch.tensor([2.0, 4.0, 5.5, 8.0])).tolist()
+    [1.0, 1.0, 0.0, 2.0]
+    """
+
+    def __init__(self, value: Any, nonnegative: bool = True) -> None:
+        if isinstance(value, Target):
+            intervals = value.intervals.tolist()
+        else:
+            intervals = self._parse(value)
+        for lo, hi in intervals:
+            if math.isnan(lo) or math.isnan(hi) or lo == math.inf or hi == -math.inf:
+                raise ValueError(f"invalid target interval ({lo}, {hi})")
+            if lo > hi:
+                raise ValueError(f"target interval ({lo}, {hi}) has lo > hi")
+            if nonnegative and lo < 0:
+                raise ValueError(f"negative target {lo!r}: this descriptor is never negative")
+        self.intervals = np.array(sorted(intervals), dtype=np.float64).reshape(-1, 2)
+        self._original = self._json_form()
+
+    @staticmethod
+    def _is_number(x: Any) -> bool:
+        return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+
+    @classmethod
+    def _parse(cls, value: Any) -> list[tuple[float, float]]:
+        if cls._is_number(value):
+            return [(float(value), float(value))]
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if not isinstance(value, Sequence) or isinstance(value, str) or len(value) == 0:
+            raise ValueError(f"target must be a number, an interval (lo, hi) or a list of intervals, got {value!r}")
+        if len(value) == 2 and all(cls._is_number(v) for v in value):
+            return [(float(value[0]), float(value[1]))]
+        if all(cls._is_number(v) for v in value):
+            raise ValueError(
+                f"ambiguous target {value!r}: write a set of values as a list of intervals, "
+                f"e.g. {[(v, v) for v in value]!r}"
+            )
+        intervals = []
+        for item in value:
+            if cls._is_number(item):
+                intervals.append((float(item), float(item)))
+            elif isinstance(item, (Sequence, np.ndarray)) and not isinstance(item, str) and len(item) in (1, 2) \
+                    and all(cls._is_number(v) for v in item):
+                intervals.append((float(item[0]), float(item[-1])))
+            else:
+                raise ValueError(f"target element {item!r} is neither a number nor an interval (lo, hi)")
+        return intervals
+
+    def _json_form(self) -> float | list:
+        rows = [[float(lo), float(hi)] for lo, hi in self.intervals]
+        if len(rows) == 1:
+            lo, hi = rows[0]
+            return lo if lo == hi else rows[0]
+        return rows
+
+    def tolist(self) -> float | list:
+        """JSON-friendly form accepted back by ``Target(...)``."""
+        return self._original
+
+    def distance(self, values: torch.Tensor) -> torch.Tensor:
+        """Distance from each value to the target set (0 inside), differentiable."""
+        return distance_to_target(values, self.intervals)
+
+    def __repr__(self) -> str:
+        return f"Target({self._original!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Target) and np.array_equal(self.intervals, other.intervals)
+
+    def __hash__(self) -> int:
+        return hash(self.intervals.tobytes())
+
+
+def distance_to_target(values: torch.Tensor, intervals: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Distance from ``values`` to a union of closed intervals ``(K, 2)``; 0 inside.
+
+    Example
+    -------
+    >>> import torch
+    >>> distance_to_target(torch.tensor([0.0, 2.5]), [[1.0, 2.0]]).tolist()
+    [1.0, 0.5]
+    """
+    bounds = torch.as_tensor(np.asarray(intervals, dtype=np.float64), dtype=values.dtype, device=values.device)
+    below = (bounds[:, 0] - values[..., None]).clamp_min(0.0)
+    above = (values[..., None] - bounds[:, 1]).clamp_min(0.0)
+    # inf bounds give nan from inf - inf only when values are inf, which descriptors never are.
+    return (below + above).amin(dim=-1)
+
+
+def penalty(distance: torch.Tensor, kind: str = "l1", delta: float = 1.0) -> torch.Tensor:
+    """Penalty of a non-negative distance: ``l1`` = x, ``l2`` = x², ``huber``.
+
+    The Huber penalty is ``x²/2`` for ``x <= delta`` and ``delta (x - delta/2)`` beyond.
+
+    Example
+    -------
+    >>> import torch
+    >>> penalty(torch.tensor([0.5, 3.0]), "huber", delta=1.0).tolist()
+    [0.125, 2.5]
+    """
+    if kind == "l1":
+        return distance
+    if kind == "l2":
+        return distance.square()
+    if kind == "huber":
+        return torch.where(distance <= delta, 0.5 * distance.square(), delta * (distance - 0.5 * delta))
+    raise ValueError(f"unknown loss {kind!r}; choose one of {PENALTIES}")
+
+
+# ---------------------------------------------------------------------------- gradients
+def energy_forces_stress(
+    objective: Objective, structures: StructuresLike
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Loss as an energy with its forces and stress, in ASE conventions.
+
+    Returns ``(energy (S,), forces (N, 3), stress (S, 6))`` (detached): the loss,
+    ``-dloss/dpositions`` at fixed cell, and ``(1/V) dloss/dstrain`` in Voigt order
+    ``xx, yy, zz, yz, xz, xy``, the strain deforming cell and positions together
+    (``cell -> cell (1 + eps)``, fractional coordinates fixed).
+
+    Example
+    -------
+    >>> from ase.build import bulk
+    >>> from aseguide.constraints import Volume
+    >>> energy, forces, stress = energy_forces_stress(Volume(target=0.0, loss="l1"), bulk("Si"))
+    >>> round(float(stress[0, 0]), 6)  # d|V|/d eps_xx / V = 1
+    1.0
+    """
+    batch = _as_batch(structures)
+    with torch.enable_grad():
+        frac = batch.frac.detach()
+        cell = batch.cell.detach()
+        displacement = torch.zeros_like(frac, requires_grad=True)
+        strain = torch.zeros_like(cell, requires_grad=True)
+        identity = torch.eye(3, dtype=cell.dtype, device=cell.device)
+        inverse_cell = torch.linalg.inv(cell)
+        # positions + u at fixed cell <=> frac + u @ cell^-1; strain deforms the cell only.
+        moved_frac = frac + torch.einsum("ni,nij->nj", displacement, inverse_cell[batch.batch])
+        strained_cell = cell @ (identity + strain)
+        energy = objective.loss(batch.replace(frac=moved_frac, cell=strained_cell))
+        grad_u, grad_strain = torch.autograd.grad(energy.sum(), (displacement, strain), allow_unused=True)
+    if grad_u is None:
+        grad_u = torch.zeros_like(frac)
+    if grad_strain is None:
+        grad_strain = torch.zeros_like(cell)
+    virial = 0.5 * (grad_strain + grad_strain.transpose(1, 2))
+    stress = virial / batch.volume()[:, None, None]
+    voigt = stress[:, [0, 1, 2, 1, 0, 0], [0, 1, 2, 2, 2, 1]]
+    return energy.detach(), -grad_u, voigt
+
+
+# ---------------------------------------------------------------------------- objectives
+class Objective:
+    """Base class of guidance objectives (batched torch loss + ASE soft restraint).
+
+    Subclasses implement :meth:`loss`, :meth:`descriptor_tensor` and
+    :meth:`satisfied_tensor` on a :class:`~aseguide.state.CrystalBatch`, and
+    :meth:`_kwargs` (constructor arguments for :meth:`todict`).
+
+    Parameters
+    ----------
+    strength:
+        Weight of the loss when the objective is used as an ASE soft restraint
+        (``atoms.set_constraint(objective)``): the restraint energy is
+        ``strength * loss`` (eV when the loss is read as eV). Also a default weight
+        for samplers.
+    tolerance:
+        Tolerance of :meth:`satisfied`, in the unit of :meth:`descriptor`
+        (subclass-specific default).
+
+    Notes
+    -----
+    ASE protocol: ``adjust_positions`` does nothing (no hard constraint),
+    ``get_removed_dof`` is 0, ``adjust_potential_energy`` / ``adjust_forces`` /
+    ``adjust_stress`` add ``strength`` times the loss, its forces and its stress.
+    The objective only depends on chemical species, so ``index_shuffle`` and
+    ``repeat`` keep it as it is. Importing :mod:`aseguide.constraints` registers the
+    objective classes with :mod:`ase.constraints`, so ``.traj`` files written with
+    such a restraint are read back (``ase.io.read``) with the restraint rebuilt.
+    """
+
+    default_tolerance: float = 0.0
+
+    def __init__(self, *, strength: float = 1.0, tolerance: float | None = None) -> None:
+        self.strength = _check_number("strength", strength, positive=True)
+        self.tolerance = (
+            self.default_tolerance if tolerance is None else _check_number("tolerance", tolerance, positive=True)
+        )
+        self._last_key: tuple | None = None
+        self._last_result: tuple[float, np.ndarray, np.ndarray] | None = None
+
+    # -- to implement --------------------------------------------------------------------
+    def loss(self, batch: CrystalBatch) -> torch.Tensor:
+        """Per-structure loss ``(S,)``, >= 0, differentiable w.r.t. ``frac`` and ``cell``."""
+        raise NotImplementedError
+
+    def descriptor_tensor(self, batch: CrystalBatch) -> torch.Tensor:
+        """Per-structure descriptor ``(S,)`` (differentiable where meaningful)."""
+        raise NotImplementedError
+
+    def satisfied_tensor(self, batch: CrystalBatch) -> torch.Tensor:
+        """Per-structure booleans ``(S,)``."""
+        raise NotImplementedError
+
+    def _kwargs(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # -- derived views -------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        """Short readable name used in logs and in :meth:`Combined.parts`."""
+        return type(self).__name__
+
+    def __call__(self, batch: CrystalBatch) -> torch.Tensor:
+        return self.loss(batch)
+
+    def descriptor(self, structures: StructuresLike) -> torch.Tensor:
+        """The physical quantity behind the loss, one value per structure (detached).
+
+        ``structures``: a batch, or ``ase.Atoms`` / pymatgen structures (float64).
+        """
+        with torch.no_grad():
+            return self.descriptor_tensor(_as_batch(structures)).detach()
+
+    def satisfied(self, structures: StructuresLike) -> torch.Tensor:
+        """Whether each structure meets the objective within ``tolerance`` (bool ``(S,)``)."""
+        with torch.no_grad():
+            return self.satisfied_tensor(_as_batch(structures)).detach()
+
+    def energy_forces_stress(self, structures: StructuresLike) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """See :func:`energy_forces_stress` (loss without ``strength``)."""
+        return energy_forces_stress(self, structures)
+
+    # -- serialisation --------------------------------------------------------------------
+    def todict(self) -> dict[str, Any]:
+        """ASE-style description ``{"name": class name, "kwargs": constructor arguments}``."""
+        kwargs = self._kwargs()
+        kwargs["strength"] = self.strength
+        kwargs["tolerance"] = self.tolerance
+        return {"name": type(self).__name__, "kwargs": kwargs}
+
+    def copy(self) -> Objective:
+        """A new, equal objective (rebuilt from :meth:`todict`)."""
+        return objective_from_dict(self.todict())
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.todict()["kwargs"].items())
+        return f"{type(self).__name__}({args})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.todict() == self.todict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.todict(), sort_keys=True, default=str))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_last_key"] = None
+        state["_last_result"] = None
+        return state
+
+    # -- ASE constraint protocol ------------------------------------------------------------
+    def _restraint(self, atoms: Atoms) -> tuple[float, np.ndarray, np.ndarray]:
+        """``strength`` x (energy, forces, Voigt stress), cached for the last geometry."""
+        key = (atoms.positions.tobytes(), atoms.cell.array.tobytes(), atoms.numbers.tobytes(), self.strength)
+        if key != self._last_key or self._last_result is None:
+            energy, forces, stress = energy_forces_stress(self, atoms)
+            self._last_result = (
+                self.strength * float(energy[0]),
+                self.strength * forces.cpu().numpy(),
+                self.strength * stress[0].cpu().numpy(),
+            )
+            self._last_key = key
+        return self._last_result
+
+    def adjust_positions(self, atoms: Atoms, new: np.ndarray) -> None:
+        """Soft restraint: positions are never changed."""
+
+    def adjust_momenta(self, atoms: Atoms, momenta: np.ndarray) -> None:
+        """Soft restraint: momenta are never changed."""
+
+    def adjust_potential_energy(self, atoms: Atoms) -> float:
+        """Restraint energy ``strength * loss``."""
+        return self._restraint(atoms)[0]
+
+    def adjust_forces(self, atoms: Atoms, forces: np.ndarray) -> None:
+        """Add the restraint forces ``-strength * dloss/dpositions`` in place."""
+        forces += self._restraint(atoms)[1]
+
+    def adjust_stress(self, atoms: Atoms, stress: np.ndarray) -> None:
+        """Add the restraint stress (Voigt, ASE sign convention) in place."""
+        restraint_stress = self._restraint(atoms)[2]
+        if stress.shape == (3, 3):
+            from ase.stress import voigt_6_to_full_3x3_stress
+
+            stress += voigt_6_to_full_3x3_stress(restraint_stress)
+        else:
+            stress += restraint_stress
+
+    def get_removed_dof(self, atoms: Atoms) -> int:
+        """A soft restraint removes no degree of freedom."""
+        return 0
+
+    def index_shuffle(self, atoms: Atoms, ind: Any) -> None:
+        """Species-based objective: nothing to re-index."""
+
+    def repeat(self, m: Any, n: int) -> Objective:
+        """Species-based objective: the same objective applies to a supercell."""
+        return self.copy()
+
+
+class ScalarObjective(Objective):
+    """An objective ``loss = penalty(distance(descriptor, target))`` on a scalar descriptor.
+
+    Subclasses implement :meth:`descriptor_tensor` (differentiable). ``loss`` is one of
+    :data:`PENALTIES` (``delta`` is the Huber threshold); ``satisfied`` means the
+    descriptor is within ``tolerance`` of the target set.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        loss: str = "l1",
+        delta: float = 1.0,
+        strength: float = 1.0,
+        tolerance: float | None = None,
+    ) -> None:
+        super().__init__(strength=strength, tolerance=tolerance)
+        self.target = Target(target)
+        if loss not in PENALTIES:
+            raise ValueError(f"unknown loss {loss!r}; choose one of {PENALTIES}")
+        self.loss_kind = loss
+        self.delta = _check_number("delta", delta, positive=True, allow_zero=False)
+
+    def loss(self, batch: CrystalBatch) -> torch.Tensor:
+        return penalty(self.target.distance(self.descriptor_tensor(batch)), self.loss_kind, self.delta)
+
+    def satisfied_tensor(self, batch: CrystalBatch) -> torch.Tensor:
+        return self.target.distance(self.descriptor_tensor(batch)) <= self.tolerance
+
+    def _kwargs(self) -> dict[str, Any]:
+        return {"target": self.target.tolist(), "loss": self.loss_kind, "delta": self.delta}
+
+
+def objective_from_dict(description: Mapping[str, Any] | Objective) -> Objective:
+    """Rebuild an objective from :meth:`Objective.todict` output (or return it as is).
+
+    Example
+    -------
+    >>> from aseguide.constraints import Volume
+    >>> objective_from_dict(Volume(40.0).todict()) == Volume(40.0)
+    True
+    """
+    if isinstance(description, Objective):
+        return description
+    from aseguide import constraints
+
+    name = description.get("name") if isinstance(description, Mapping) else None
+    cls = getattr(constraints, name, None) if isinstance(name, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, Objective)):
+        raise ValueError(f"not an aseguide objective description: {description!r}")
+    return cls(**dict(description.get("kwargs", {})))

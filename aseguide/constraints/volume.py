@@ -1,0 +1,87 @@
+"""Cell-volume objectives: volume per atom and total cell volume."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from aseguide.constraints.base import ScalarObjective
+from aseguide.state import CrystalBatch
+
+__all__ = ["VolumePerAtom", "Volume"]
+
+
+class VolumePerAtom(ScalarObjective):
+    """Volume per atom ``|det L| / N`` (Å³/atom) towards a target value or set.
+
+    Parameters
+    ----------
+    target:
+        Å³/atom: a value, an interval ``(lo, hi)`` or a list of intervals (zero loss
+        inside), see :class:`~aseguide.constraints.Target`.
+    loss:
+        ``"l1"`` (``|v - v*|``, default), ``"l2"`` or ``"huber"`` (threshold ``delta``)
+        applied to the distance from the target set.
+    strength:
+        Weight as a soft restraint.
+    tolerance:
+        :meth:`satisfied` accepts structures within ``tolerance`` Å³/atom of the
+        target set (default 0.5).
+
+    Example
+    -------
+    >>> from ase.build import bulk
+    >>> objective = VolumePerAtom(target=7.0, loss="l2")
+    >>> atoms = bulk("Cu", "fcc", a=3.6)  # 11.664 Å³/atom
+    >>> round(float(objective.descriptor(atoms)[0]), 3)
+    11.664
+    """
+
+    default_tolerance = 0.5
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        loss: str = "l1",
+        delta: float = 1.0,
+        strength: float = 1.0,
+        tolerance: float | None = None,
+    ) -> None:
+        super().__init__(target, loss=loss, delta=delta, strength=strength, tolerance=tolerance)
+
+    def descriptor_tensor(self, batch: CrystalBatch) -> torch.Tensor:
+        return batch.volume() / batch.num_atoms.to(batch.dtype)
+
+
+class Volume(ScalarObjective):
+    """Total cell volume ``|det L|`` (Å³) towards a target value or set.
+
+    Parameters are those of :class:`VolumePerAtom`, in Å³ (default tolerance 1 Å³).
+    As an ASE restraint, the target stays the same for a supercell.
+
+    Example
+    -------
+    >>> from ase.build import bulk
+    >>> from aseguide.state import CrystalBatch
+    >>> objective = Volume(target=(30.0, 50.0))
+    >>> objective.loss(CrystalBatch.from_atoms(bulk("Si"))).tolist()  # 40.0 Å³ is inside
+    [0.0]
+    """
+
+    default_tolerance = 1.0
+
+    def __init__(
+        self,
+        target: Any,
+        *,
+        loss: str = "l1",
+        delta: float = 1.0,
+        strength: float = 1.0,
+        tolerance: float | None = None,
+    ) -> None:
+        super().__init__(target, loss=loss, delta=delta, strength=strength, tolerance=tolerance)
+
+    def descriptor_tensor(self, batch: CrystalBatch) -> torch.Tensor:
+        return batch.volume()

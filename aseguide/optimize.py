@@ -1,0 +1,587 @@
+"""GuidedDiffusion: universal guidance on a crystal diffusion model as an ASE dynamics object.
+
+One step of the dynamics is one diffusion timestep of a whole batch of crystals. The
+object behaves like ASE's ``MolecularDynamics``: ``attach(function, interval)``,
+``irun()``, ``run()``, ``nsteps``, ``todict()``, ``logfile=``, ``trajectory=``, and it
+is a context manager that closes the files it opened.
+
+Example
+-------
+>>> import torch
+>>> from aseguide.models.analytic import GaussianBackend
+>>> from aseguide.optimize import GuidedDiffusion
+>>> class Trace:                                     # any objective with loss(batch) -> (S,)
+...     def loss(self, batch):
+...         return (batch.cell.diagonal(dim1=-2, dim2=-1).sum(-1) - 13.0).abs()
+>>> with GuidedDiffusion(GaussianBackend(), Trace(), batch_size=4, num_atoms=3, steps=20,
+...                      backward_strength=0.05, recurrence=1) as opt:
+...     opt.run()
+True
+>>> atoms = opt.get_structures()
+>>> len(atoms), sorted(atoms[0].info)[:3]
+(4, ['finite', 'guidance', 'index'])
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from ase.optimize.optimize import BaseDynamics
+
+from aseguide.guidance import DEFAULT_FLOOR, SCHEDULES, diffusion_step, is_guided_step, schedule_weight
+from aseguide.io import FrameWriter, write_structures
+from aseguide.models.base import CONTINUOUS_FIELDS, ScoreBackend
+from aseguide.state import CrystalBatch
+
+__all__ = ["GuidedDiffusion", "sample_num_atoms"]
+
+_KINDS = ("x0", "xt")
+
+
+def sample_num_atoms(num_atoms, batch_size: int, seed: int, max_atoms: int | None = None) -> torch.Tensor:
+    """Number of atoms of every structure, ``(batch_size,)`` long tensor.
+
+    Parameters
+    ----------
+    num_atoms:
+        An int (all structures), a sequence of ``batch_size`` ints, a distribution
+        ``{n: probability}``, or the name of a MatterGen distribution (e.g.
+        ``"ALEX_MP_20"``). Distributions are sampled with ``numpy.random.default_rng(seed)``
+        (independent of any global random state).
+    batch_size, seed:
+        Batch size and seed.
+    max_atoms:
+        Largest accepted structure (``None``: no limit); the whole support of a
+        distribution is checked.
+
+    Raises
+    ------
+    ValueError
+        For non-positive sizes, bad probabilities, an unknown distribution name, or a
+        size above ``max_atoms``, naming the value.
+
+    Example
+    -------
+    >>> sample_num_atoms({4: 0.5, 8: 0.5}, 6, seed=0).tolist()
+    [8, 4, 4, 4, 8, 8]
+    """
+    if isinstance(num_atoms, str):
+        from mattergen.common.data.num_atoms_distribution import NUM_ATOMS_DISTRIBUTIONS
+
+        if num_atoms not in NUM_ATOMS_DISTRIBUTIONS:
+            raise ValueError(f"unknown num_atoms distribution {num_atoms!r}; known: {sorted(NUM_ATOMS_DISTRIBUTIONS)}")
+        num_atoms = dict(NUM_ATOMS_DISTRIBUTIONS[num_atoms])
+    if isinstance(num_atoms, Mapping):
+        sizes = np.array([int(n) for n in num_atoms], dtype=np.int64)
+        probs = np.array([float(p) for p in num_atoms.values()], dtype=np.float64)
+        if len(sizes) == 0 or (sizes < 1).any() or not np.isfinite(probs).all() or (probs < 0).any() \
+                or probs.sum() <= 0:
+            raise ValueError(f"num_atoms distribution must map sizes >= 1 to probabilities >= 0 "
+                             f"with a positive sum, got {num_atoms!r}")
+        support = sizes[probs > 0]
+        _check_max_atoms(int(support.max()), max_atoms)
+        counts = np.random.default_rng(seed).choice(sizes, size=batch_size, p=probs / probs.sum())
+        return torch.as_tensor(counts, dtype=torch.long)
+    if isinstance(num_atoms, (int, np.integer)) and not isinstance(num_atoms, bool):
+        counts = [int(num_atoms)] * batch_size
+    elif isinstance(num_atoms, (Sequence, np.ndarray, torch.Tensor)) and not isinstance(num_atoms, str):
+        counts = [int(n) for n in num_atoms]
+        if len(counts) != batch_size:
+            raise ValueError(f"num_atoms has {len(counts)} entries but batch_size is {batch_size}")
+    else:
+        raise ValueError(f"num_atoms must be an int, a list, a {{n: probability}} dict or a distribution name, "
+                         f"got {num_atoms!r}")
+    if min(counts) < 1:
+        raise ValueError(f"num_atoms must be >= 1, got {min(counts)}")
+    _check_max_atoms(max(counts), max_atoms)
+    return torch.as_tensor(counts, dtype=torch.long)
+
+
+def _check_max_atoms(largest: int, max_atoms: int | None) -> None:
+    if max_atoms is not None and largest > max_atoms:
+        raise ValueError(
+            f"num_atoms={largest} exceeds the model's max_atoms={max_atoms}; set model.max_atoms = None "
+            "(or a larger value) to override at your own risk"
+        )
+
+
+def _number(name: str, value, *, low: float = 0.0, high: float = math.inf) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not (low <= v <= high):
+        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
+    return v
+
+
+def _integer(name: str, value, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def _schedule(name: str, value) -> str | Callable:
+    if callable(value):
+        return value
+    if value not in SCHEDULES:
+        raise ValueError(f"{name} must be one of {sorted(SCHEDULES)} or a callable of t, got {value!r}")
+    return value
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+
+
+class GuidedDiffusion(BaseDynamics):
+    """Generate a batch of crystals with training-free universal guidance.
+
+    Per guided step (METHOD.md section 2): corrector -> score -> forward guidance
+    (``s -= g_t n(grad_{x_t} l(x̂0(x_t)))``, through the network) -> backward guidance
+    (``m`` steps of normalised gradient descent on ``x̂0``, then the score shift
+    ``(alpha_t/sigma_t^2) delta``) -> predictor, with ``K`` passes (self-recurrence:
+    the proposal is re-noised from ``t + dt`` back to ``t`` between passes, the last one
+    is kept). ``n`` divides each structure's gradient of each field by its own norm.
+    Unguided steps (before ``start``, off the ``every`` grid, or ``objective=None``) are
+    exactly the backend's predictor-corrector step.
+
+    Parameters
+    ----------
+    model:
+        A :class:`~aseguide.models.base.ScoreBackend` (e.g. from ``load_model``).
+    objective:
+        Anything with ``loss(batch) -> (S,)`` differentiable in ``batch.frac`` and
+        ``batch.cell`` (an :mod:`aseguide.constraints` objective, possibly
+        ``Combined``), or ``None`` for unguided sampling.
+    batch_size:
+        Number of structures generated together.
+    num_atoms:
+        Atoms per structure: see :func:`sample_num_atoms`.
+    chemical_system:
+        Conditioning (e.g. ``"Li-Co-O"``) for models trained on it.
+    steps:
+        Number of diffusion timesteps (MatterGen: 1000).
+    seed:
+        Seeds torch's generator before the session and the prior are created (as
+        MatterGen's own sampler does) and the ``num_atoms`` draw; the sampler keeps its
+        own random stream between steps, so observers may use torch's RNG freely.
+    device:
+        Torch device of the session.
+    trajectory:
+        Path (``.traj``, ``.extxyz``, ...) or an object with ``write(atoms)``: every
+        ``loginterval`` steps, every structure of the batch is appended, with
+        ``step``, ``t``, ``index`` (and ``loss``) in ``atoms.info``.
+    trajectory_kind:
+        ``"x0"`` (default): the Tweedie estimate the step's predictor used — a clean
+        crystal with real species; ``"xt"``: the noisy state after the step, with the
+        species of ``x̂0`` (noisy species may be mask tokens).
+    logfile:
+        Path, open file or ``"-"`` (stdout): a table with step, t, whether guided,
+        loss mean/min/max of ``x̂0``, fraction satisfying the objective (when it has
+        ``satisfied``), number of structures whose guidance gradient was not finite
+        (zeroed) since the last line, and step time.
+    loginterval:
+        Log and trajectory interval in steps.
+    forward_strength, backward_strength:
+        ``g`` and ``k``; with ``normalize`` these are step lengths (fractional units for
+        positions, Å for the lattice).
+    backward_steps:
+        ``m``, gradient steps on ``x̂0`` per pass.
+    recurrence:
+        ``K``, passes per guided step (1 = no self-recurrence).
+    normalize:
+        Normalise gradients per structure and per field.
+    start:
+        Guidance acts only at diffusion times ``t < start`` (``t``: 1 = noise, 0 = data;
+        the default 0.9 leaves the first 10 % of the trajectory unguided).
+    every:
+        Guidance acts only on steps whose index is a multiple of ``every``.
+    forward_schedule, backward_schedule:
+        ``"constant"``, ``"increasing"`` (``2 (1 - t)``), ``"decreasing"`` (``2 t``) or a
+        callable of ``t``: multiplier of the strength.
+    fields:
+        Guided fields, among ``("positions", "lattice")``.
+    guidance_factor:
+        Classifier-free guidance factor; ``None``: 2.0 with ``chemical_system``, else 1.0.
+    floor:
+        Gradient-norm floor of the normalisation.
+
+    Raises
+    ------
+    ValueError
+        At construction, for any invalid setting (naming the value).
+    """
+
+    def __init__(
+        self,
+        model: ScoreBackend,
+        objective=None,
+        *,
+        batch_size: int,
+        num_atoms,
+        chemical_system: str | Sequence[str] | None = None,
+        steps: int = 1000,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+        trajectory=None,
+        trajectory_kind: str = "x0",
+        logfile=None,
+        loginterval: int = 1,
+        forward_strength: float = 0.01,
+        backward_strength: float = 0.01,
+        backward_steps: int = 2,
+        recurrence: int = 3,
+        normalize: bool = True,
+        start: float = 0.9,
+        every: int = 1,
+        forward_schedule: str | Callable[[float], float] = "constant",
+        backward_schedule: str | Callable[[float], float] = "constant",
+        fields: Sequence[str] = CONTINUOUS_FIELDS,
+        guidance_factor: float | None = None,
+        floor: float = DEFAULT_FLOOR,
+    ) -> None:
+        if not isinstance(model, ScoreBackend):
+            raise ValueError(f"model must be a ScoreBackend (e.g. from load_model), got {type(model).__name__}")
+        if objective is not None and not callable(getattr(objective, "loss", None)):
+            raise ValueError(f"objective {objective!r} has no loss(batch) method")
+        self.model = model
+        self.objective = objective
+        self.batch_size = _integer("batch_size", batch_size, 1)
+        self.steps = _integer("steps", steps, 1)
+        self.seed = _integer("seed", seed, 0)
+        self.loginterval = _integer("loginterval", loginterval, 1)
+        self.forward_strength = _number("forward_strength", forward_strength)
+        self.backward_strength = _number("backward_strength", backward_strength)
+        self.backward_steps = _integer("backward_steps", backward_steps, 0)
+        self.recurrence = _integer("recurrence", recurrence, 1)
+        self.normalize = bool(normalize)
+        self.start = _number("start", start, high=1.0)
+        self.every = _integer("every", every, 1)
+        self.floor = _number("floor", floor)
+        if self.floor <= 0:
+            raise ValueError(f"floor must be > 0 (zero gradients would become NaN), got {floor!r}")
+        self.forward_schedule = _schedule("forward_schedule", forward_schedule)
+        self.backward_schedule = _schedule("backward_schedule", backward_schedule)
+        if trajectory_kind not in _KINDS:
+            raise ValueError(f"trajectory_kind must be one of {_KINDS}, got {trajectory_kind!r}")
+        self.trajectory_kind = trajectory_kind
+        if isinstance(fields, str):
+            fields = (fields,)
+        self.fields = tuple(fields)
+        for f in self.fields:
+            if f not in CONTINUOUS_FIELDS:
+                raise ValueError(f"cannot guide field {f!r}: guidable fields are {CONTINUOUS_FIELDS}")
+            if f not in model.fields:
+                raise ValueError(f"cannot guide field {f!r}: {type(model).__name__} diffuses {model.fields}")
+        if objective is not None and not self.fields:
+            raise ValueError(f"fields is empty: name at least one of {CONTINUOUS_FIELDS} to guide")
+        conditions = None
+        if chemical_system is not None:
+            if "chemical_system" not in model.conditions:
+                raise ValueError(f"chemical_system={chemical_system!r} given but {type(model).__name__} is "
+                                 f"conditioned on {model.conditions or 'nothing'}")
+            if not isinstance(chemical_system, str):
+                chemical_system = "-".join(chemical_system)
+            conditions = {"chemical_system": chemical_system}
+        self.chemical_system = chemical_system
+        if guidance_factor is None:
+            guidance_factor = 2.0 if conditions else 1.0
+        self.guidance_factor = _number("guidance_factor", guidance_factor)
+        self.num_atoms_request = num_atoms
+        counts = sample_num_atoms(num_atoms, self.batch_size, self.seed, model.max_atoms)
+
+        super().__init__(None, logfile=logfile, trajectory=None)
+        self._logging = logfile is not None
+
+        # the device whose RNG the session will use: the requested one, else the model's
+        self.device = torch.device(device) if device is not None else torch.device(getattr(model, "device", "cpu"))
+        self._rng_devs = _rng_devices(self.device)
+        with torch.random.fork_rng(devices=self._rng_devs):
+            torch.manual_seed(self.seed)
+            self.session = model.session(counts, self.steps, conditions=conditions,
+                                         guidance_factor=self.guidance_factor, device=device)
+            self._x: CrystalBatch = self.session.prior()
+            self._rng = self._get_rng()
+        self._times = self.session.timesteps()
+        self._times_cpu = [float(t) for t in self._times.detach().cpu()]
+        self.num_atoms = self.session.num_atoms
+        S = self.batch_size
+        self._nonfinite_steps = torch.zeros(S, dtype=torch.long, device=self._x.device)
+        self._bad_since_log = torch.zeros(S, dtype=torch.bool, device=self._x.device)
+        self._last = None           # (x_in, t, scores) of the last pass of the last step
+        self._cache: dict[str, Any] = {}
+        self._guided = False
+        self._step_time = 0.0
+        self._header_written = False
+
+        self.trajectory = trajectory
+        if trajectory is not None:
+            writer = FrameWriter(trajectory)
+            if not hasattr(trajectory, "write"):
+                self.closelater(writer)
+            self._frames = writer
+            self.attach(self._write_frame, interval=self.loginterval)
+
+    # ------------------------------------------------------------------ RNG
+    def _get_rng(self):
+        state = [torch.get_rng_state()]
+        if self.device.type == "cuda":
+            state.append(torch.cuda.get_rng_state(self.device))
+        return state
+
+    def _set_rng(self, state) -> None:
+        torch.set_rng_state(state[0])
+        if len(state) > 1:
+            torch.cuda.set_rng_state(state[1], self.device)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def finished(self) -> bool:
+        """Whether every timestep of the schedule has been taken."""
+        return self.nsteps >= self.steps
+
+    @property
+    def t(self) -> float:
+        """Diffusion time of the current state (after ``nsteps`` steps)."""
+        if self.nsteps == 0:
+            return self._times_cpu[0]
+        return max(self._times_cpu[self.nsteps - 1] + self.session.dt, 0.0) if self.finished \
+            else self._times_cpu[self.nsteps]
+
+    def strengths(self, step: int) -> tuple[float, float]:
+        """``(g_t, k_t)`` at step index ``step`` (zero where guidance does not act)."""
+        t = self._times_cpu[step]
+        if self.objective is None or not is_guided_step(t, step, self.start, self.every):
+            return 0.0, 0.0
+        g = self.forward_strength * schedule_weight(self.forward_schedule, t) if self.forward_strength else 0.0
+        k = self.backward_strength * schedule_weight(self.backward_schedule, t) \
+            if self.backward_strength and self.backward_steps else 0.0
+        return g, k
+
+    # ------------------------------------------------------------------ dynamics
+    def step(self) -> None:
+        """Take one diffusion timestep (index ``nsteps``) of the whole batch."""
+        if self.finished:
+            raise RuntimeError(f"the schedule has {self.steps} steps and all were taken")
+        i = self.nsteps
+        g, k = self.strengths(i)
+        self._guided = g > 0 or k > 0
+        t = self._times[i].repeat(self.batch_size)
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=self._rng_devs):
+            self._set_rng(self._rng)
+            if self._guided:
+                result = diffusion_step(
+                    self.session, self._x, t, self.objective,
+                    forward_strength=g, backward_strength=k, backward_steps=self.backward_steps,
+                    recurrence=self.recurrence, fields=self.fields, normalize=self.normalize, floor=self.floor,
+                )
+            else:
+                result = diffusion_step(self.session, self._x, t)
+            self._rng = self._get_rng()
+        if self._logging and self._x.device.type == "cuda":
+            torch.cuda.synchronize(self._x.device)
+        self._step_time = time.perf_counter() - t0
+        self._x = result.x
+        self._last = (result.x_in, t, result.scores)
+        self._cache = {}
+        if result.ok is not None:
+            bad = ~result.ok
+            self._nonfinite_steps += bad
+            self._bad_since_log |= bad
+
+    def irun(self, steps: int | None = None):
+        """Run as a generator: yields after every diffusion step (``True`` once finished).
+
+        Parameters
+        ----------
+        steps:
+            Maximum number of steps to take; ``None``: the rest of the schedule.
+
+        Unlike ASE's ``MolecularDynamics``, nothing is logged or observed at step 0:
+        the prior holds no crystal yet.
+        """
+        remaining = self.steps - self.nsteps
+        n = remaining if steps is None else min(_integer("steps", steps, 0), remaining)
+        self.max_steps = self.nsteps + n
+        for _ in range(n):
+            self.step()
+            self.nsteps += 1
+            if self.nsteps % self.loginterval == 0 or self.finished:
+                self.log()
+            self.call_observers()
+            yield self.finished
+
+    def run(self, steps: int | None = None) -> bool:
+        """Run ``steps`` timesteps (default: the rest of the schedule); ``True`` once finished."""
+        for _ in self.irun(steps):
+            pass
+        return self.finished
+
+    def attach(self, function, interval: int = 1, *args, **kwargs) -> None:
+        """Call ``function(*args, **kwargs)`` every ``interval`` steps (ASE semantics).
+
+        An object with a ``write`` method (e.g. an open ``ase.io.Trajectory``) instead
+        receives every structure of the current batch (kind ``trajectory_kind``).
+        """
+        if not callable(function) and hasattr(function, "write"):
+            writer = function
+
+            def function():
+                for atoms in self.current_atoms(self.trajectory_kind):
+                    writer.write(atoms)
+
+        super().attach(function, interval, *args, **kwargs)
+
+    # ------------------------------------------------------------------ lazy views
+    def _require_step(self) -> None:
+        if self._last is None:
+            raise RuntimeError("no diffusion step taken yet: the prior holds no crystal")
+
+    def current_batch(self, kind: str = "x0") -> CrystalBatch:
+        """Current batch on the session device (no copy): ``"x0"`` or ``"xt"`` (see ``trajectory_kind``)."""
+        self._require_step()
+        if kind not in _KINDS:
+            raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
+        if "x0" not in self._cache:
+            x_in, t, scores = self._last
+            with torch.no_grad():
+                self._cache["x0"] = self.session.tweedie(x_in, t, scores).detach()
+        if kind == "x0":
+            return self._cache["x0"]
+        return self._x.replace(numbers=self._cache["x0"].numbers)
+
+    def current_atoms(self, kind: str = "x0") -> list:
+        """Current structures as ``ase.Atoms`` (copied to the CPU only when called)."""
+        batch = self.current_batch(kind)
+        images = self.session.to_atoms(batch)
+        t = self._times_cpu[self.nsteps - 1]
+        for i, atoms in enumerate(images):
+            atoms.info.update(step=self.nsteps, t=t, index=i, kind=kind)
+        return images
+
+    def current_losses(self) -> np.ndarray | None:
+        """Per-structure loss of the current ``x̂0`` (``None`` without objective)."""
+        if self.objective is None:
+            return None
+        self._require_step()
+        if "loss" not in self._cache:
+            with torch.no_grad():
+                self._cache["loss"] = self.objective.loss(self.current_batch("x0")).detach().cpu().numpy()
+        return self._cache["loss"]
+
+    def current_satisfied(self) -> np.ndarray | None:
+        """Per-structure ``objective.satisfied`` of the current ``x̂0`` (``None`` if unavailable)."""
+        if self.objective is None or not callable(getattr(self.objective, "satisfied", None)):
+            return None
+        self._require_step()
+        if "satisfied" not in self._cache:
+            self._cache["satisfied"] = np.asarray(
+                torch.as_tensor(self.objective.satisfied(self.current_batch("x0"))).cpu(), dtype=bool)
+        return self._cache["satisfied"]
+
+    @property
+    def nonfinite_steps(self) -> np.ndarray:
+        """Per structure, the number of guided steps whose guidance gradient was not finite (zeroed)."""
+        return self._nonfinite_steps.cpu().numpy()
+
+    # ------------------------------------------------------------------ output
+    def _write_frame(self) -> None:
+        images = self.current_atoms(self.trajectory_kind)
+        losses = self.current_losses()
+        if losses is not None:
+            for atoms, loss in zip(images, losses):
+                atoms.info["loss"] = float(loss)
+        self._frames.write(images)
+
+    def log(self) -> None:
+        """Write one line of the per-step table (when a logfile was given)."""
+        if not self._logging:
+            return
+        if not self._header_written:
+            self.logfile.write(f"{'':15s} {'step':>6s} {'t':>7s} {'guided':>6s} {'loss_mean':>10s} "
+                               f"{'loss_min':>10s} {'loss_max':>10s} {'satisfied':>9s} {'nonfinite':>9s} "
+                               f"{'time[s]':>8s}\n")
+            self._header_written = True
+        losses, sat = self.current_losses(), self.current_satisfied()
+        bad = torch.nonzero(self._bad_since_log).flatten().tolist()
+        self._bad_since_log.zero_()
+        if losses is None:
+            cols = f"{'-':>10s} {'-':>10s} {'-':>10s}"
+        else:
+            cols = f"{np.nanmean(losses):10.4e} {np.nanmin(losses):10.4e} {np.nanmax(losses):10.4e}" \
+                if np.isfinite(losses).any() else f"{'nan':>10s} {'nan':>10s} {'nan':>10s}"
+        sat_col = f"{sat.mean():9.3f}" if sat is not None else f"{'-':>9s}"
+        self.logfile.write(f"{'GuidedDiffusion:':15s} {self.nsteps:6d} {self._times_cpu[self.nsteps - 1]:7.4f} "
+                           f"{'yes' if self._guided else 'no':>6s} {cols} {sat_col} {len(bad):9d} "
+                           f"{self._step_time:8.4f}\n")
+        if bad:
+            self.logfile.write(f"# non-finite guidance gradient zeroed for structures {bad}\n")
+
+    def final_batch(self) -> CrystalBatch:
+        """The generated batch (the noise-free mean of the last predictor step when the backend gives it)."""
+        if not self.finished:
+            raise RuntimeError(f"the run is not finished ({self.nsteps}/{self.steps} steps); "
+                               "use current_atoms() for intermediate states")
+        mean = self.session.last_mean()
+        return (mean if mean is not None else self._x).detach()
+
+    def get_structures(self) -> list:
+        """The generated crystals as ``ase.Atoms``.
+
+        ``atoms.info`` holds ``index``, ``seed``, ``loss`` and ``satisfied`` (with an
+        objective), ``nonfinite_steps`` (guided steps whose gradient was zeroed),
+        ``finite`` (all coordinates finite) and ``guidance`` (the JSON of :meth:`todict`).
+        """
+        batch = self.final_batch()
+        images = self.session.to_atoms(batch)
+        losses = sat = None
+        if self.objective is not None:
+            with torch.no_grad():
+                losses = self.objective.loss(batch).detach().cpu().numpy()
+            if callable(getattr(self.objective, "satisfied", None)):
+                sat = np.asarray(torch.as_tensor(self.objective.satisfied(batch)).cpu(), dtype=bool)
+        settings = json.dumps(self.todict())
+        bad = self.nonfinite_steps
+        for i, atoms in enumerate(images):
+            atoms.info.update(index=i, seed=self.seed, nonfinite_steps=int(bad[i]),
+                              finite=bool(np.isfinite(atoms.positions).all() and np.isfinite(atoms.cell.array).all()),
+                              guidance=settings)
+            if losses is not None:
+                atoms.info["loss"] = float(losses[i])
+            if sat is not None:
+                atoms.info["satisfied"] = bool(sat[i])
+        return images
+
+    def write(self, path, format: str | None = None) -> int:
+        """Write the generated crystals (extxyz, CIF, traj, ...; non-finite ones skipped with a warning)."""
+        return write_structures(path, self.get_structures(), format=format)
+
+    def todict(self) -> dict[str, Any]:
+        """ASE-style description of the dynamics and all its settings."""
+        def sched(s):
+            return s if isinstance(s, str) else getattr(s, "__name__", repr(s))
+
+        objective = self.objective
+        if objective is not None:
+            objective = objective.todict() if callable(getattr(objective, "todict", None)) else type(objective).__name__
+        model = self.model.todict() if callable(getattr(self.model, "todict", None)) else type(self.model).__name__
+        request = self.num_atoms_request
+        if not isinstance(request, (int, str)):
+            request = {str(k): float(v) for k, v in request.items()} if isinstance(request, Mapping) \
+                else [int(n) for n in request]
+        return {
+            "type": "diffusion", "diffusion-type": "GuidedDiffusion", "model": model, "objective": objective,
+            "batch_size": self.batch_size, "num_atoms": request, "chemical_system": self.chemical_system,
+            "steps": self.steps, "seed": self.seed, "forward_strength": self.forward_strength,
+            "backward_strength": self.backward_strength, "backward_steps": self.backward_steps,
+            "recurrence": self.recurrence, "normalize": self.normalize, "start": self.start, "every": self.every,
+            "forward_schedule": sched(self.forward_schedule), "backward_schedule": sched(self.backward_schedule),
+            "fields": list(self.fields), "guidance_factor": self.guidance_factor, "floor": self.floor,
+        }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install aseguide with its MatterGen backend into the ACTIVE Python environment
+# (a virtualenv or conda env of your choice).
+#
+#   python -m venv .venv && source .venv/bin/activate && ./install.sh
+#
+# - torch: an existing torch >= 2.2 is kept; otherwise torch==2.13.0 is installed
+#   (TORCH_SPEC overrides, e.g. TORCH_SPEC="torch==2.5.1" for a CUDA build from your index).
+#   Every later pip call is constrained to the torch that is installed, so nothing can
+#   replace it with another (CUDA) build.
+# - mattergen 1.0.3 comes from PyPI with --no-deps (its metadata pins torch==2.2.1+cu118
+#   and numpy<2); aseguide declares the dependencies MatterGen really needs.
+set -euo pipefail
+cd "$(dirname "$0")"
+PYTHON=${PYTHON:-python}
+PIP="$PYTHON -m pip"
+
+if ! $PYTHON - <<'PY' 2>/dev/null
+import sys
+import torch
+major, minor = (int(p) for p in torch.__version__.split("+")[0].split(".")[:2])
+sys.exit(0 if (major, minor) >= (2, 2) else 1)
+PY
+then
+    $PIP install "${TORCH_SPEC:-torch==2.13.0}"
+fi
+TORCH_VERSION=$($PYTHON -c "import torch; print(torch.__version__)")
+CONSTRAINTS=$(mktemp)
+trap 'rm -f "$CONSTRAINTS"' EXIT
+echo "torch==${TORCH_VERSION}" > "$CONSTRAINTS"
+
+$PIP install --no-deps "mattergen==1.0.3"
+$PIP install -c "$CONSTRAINTS" -e ".[test${ASEGUIDE_EXTRAS:+,$ASEGUIDE_EXTRAS}]"
+$PYTHON -c "import aseguide, torch; print('aseguide', aseguide.__version__, 'with torch', torch.__version__)"
