@@ -8,12 +8,17 @@
 #   (TORCH_SPEC overrides, e.g. TORCH_SPEC="torch==2.5.1" for a CUDA build from your index).
 #   Every later pip call is constrained to the torch that is installed, so nothing can
 #   replace it with another (CUDA) build.
+# - Potentials: CHGNet is always installed (the offline default); MatterSim (the paper's
+#   guidance potential) and SevenNet are installed too unless ASEGUIDE_EXTRAS says otherwise
+#   (ASEGUIDE_EXTRAS="" for the minimum; add "mp" for the Materials Project client; "grace"
+#   needs tensorflow and is left to the user).
 # - mattergen 1.0.3 comes from PyPI with --no-deps (its metadata pins torch==2.2.1+cu118
 #   and numpy<2); aseguide declares the dependencies MatterGen really needs.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
 PIP="$PYTHON -m pip"
+ASEGUIDE_EXTRAS=${ASEGUIDE_EXTRAS-mattersim,sevenn}
 
 if ! $PYTHON - <<'PY' 2>/dev/null
 import sys
@@ -30,5 +35,8 @@ trap 'rm -f "$CONSTRAINTS"' EXIT
 echo "torch==${TORCH_VERSION}" > "$CONSTRAINTS"
 
 $PIP install --no-deps "mattergen==1.0.3"
+case ",${ASEGUIDE_EXTRAS:-}," in
+    *,mattersim,*) $PIP install --no-deps "mattersim==1.2.3" ;;
+esac
 $PIP install -c "$CONSTRAINTS" -e ".[test${ASEGUIDE_EXTRAS:+,$ASEGUIDE_EXTRAS}]"
 $PYTHON -c "import aseguide, torch; print('aseguide', aseguide.__version__, 'with torch', torch.__version__)"

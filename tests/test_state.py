@@ -6,9 +6,9 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 from ase.io import read
+from conftest import shared_data
 
 from aseguide.state import CrystalBatch, symbols_to_numbers
-from conftest import shared_data
 
 
 def _real_structures():

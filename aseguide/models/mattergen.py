@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from aseguide.models._mattergen_compat import prepare_mattergen
-from aseguide.models.base import Scores, SamplingSession, ScoreBackend
+from aseguide.models.base import SamplingSession, ScoreBackend, Scores
 from aseguide.models.mattergen_config import sampler_settings
 from aseguide.state import CrystalBatch, symbols_to_numbers, wrap_fractional
 

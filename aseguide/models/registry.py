@@ -6,9 +6,14 @@ layout (``config.yaml`` + ``checkpoints/last.ckpt``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-__all__ = ["packaged_model_path", "packaged_models", "PACKAGED_MODELS_DIR"]
+__all__ = ["packaged_model_path", "packaged_models", "PACKAGED_MODELS_DIR", "RANDOM_MODELS"]
+
+#: Randomly initialised tiny models built on first use in the user's cache folder: they
+#: exercise the whole pipeline offline but generate no physical crystals.
+RANDOM_MODELS = {"tiny-random": False, "tiny-random-chemical-system": True}
 
 PACKAGED_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "models"
 
@@ -20,7 +25,21 @@ def packaged_models() -> list[str]:
     return sorted(p.name for p in PACKAGED_MODELS_DIR.iterdir() if (p / "config.yaml").is_file())
 
 
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aseguide" / "models"
+
+
 def packaged_model_path(name: str) -> Path | None:
-    """Directory of the packaged model ``name``, or ``None`` when there is none."""
+    """Directory of the packaged (or on-demand random) model ``name``, or ``None``."""
     path = PACKAGED_MODELS_DIR / name
-    return path if (path / "config.yaml").is_file() else None
+    if (path / "config.yaml").is_file():
+        return path
+    if name in RANDOM_MODELS:
+        from aseguide.testing import make_tiny_model
+
+        target = _cache_dir() / name
+        if not (target / "checkpoints" / "last.ckpt").is_file():
+            make_tiny_model(target, conditioned=RANDOM_MODELS[name])
+        return target
+    return None
