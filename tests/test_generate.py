@@ -1,0 +1,119 @@
+"""`aseguide generate`: configuration validation, batch-by-batch output, resume."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from ase.io import read
+
+from aseguide.cli import main
+from aseguide.generate import GenerateConfig, build_objective, generate
+
+SMALL = dict(num_structures=5, batch_size=2, num_atoms=4, steps=3, seed=1,
+             objectives=[{"type": "VolumePerAtom", "target": 12.0}],
+             guidance={"recurrence": 1, "backward_strength": 0.05})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"num_structurs": 3}, "unknown configuration key"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"steps": -2}, "steps must be a positive integer"),
+    ({"objectives": [{"type": "Volumee", "target": 3}]}, "unknown type 'Volumee'"),
+    ({"objectives": [{"type": "VolumePerAtom", "target": -3}]}, "-3"),
+    ({"objectives": [{"type": "Coordination", "center": "Xq", "neighbor": "O", "target": 4}]}, "Xq"),
+    ({"guidance": {"recurence": 2}}, "unknown guidance key"),
+    ({"chemical_system": "Li-Zz"}, "Zz"),
+    ({"guidance_factor": -1}, "guidance_factor"),
+])
+def test_bad_configurations_are_named_before_any_compute(change, message):
+    with pytest.raises(ValueError, match=message):
+        GenerateConfig.from_dict({**SMALL, **change})
+
+
+def test_objectives_are_combined_only_when_several():
+    assert build_objective([]) is None
+    single = build_objective([{"type": "VolumePerAtom", "target": 10.0}])
+    assert type(single).__name__ == "VolumePerAtom"
+    combined = build_objective([{"type": "VolumePerAtom", "target": 10.0}, {"type": "MinDistance", "r_min": 1.0}],
+                               {"norm": 1})
+    assert type(combined).__name__ == "Combined"
+
+
+def test_run_writes_every_batch_and_resume_continues(tmp_path, tiny_model):
+    out = tmp_path / "run"
+    config = GenerateConfig.from_dict({**SMALL, "output": str(out)})
+    calls = []
+    summary = generate(config, model=tiny_model, progress=lambda done, total, s: calls.append((done, total)))
+    assert summary.num_structures == 5 and summary.batches_done == 3
+    assert calls == [(2, 5), (4, 5), (5, 5)]
+    images = read(out / "structures.extxyz", ":")
+    assert len(images) == 5
+    assert [a.info["index"] for a in images] == [0, 1, 2, 3, 4]
+    assert [a.info["seed"] for a in images] == [1, 1, 2, 2, 3]
+    assert all("loss" in a.info for a in images)
+    assert len(list((out / "cifs").glob("gen_*.cif"))) == 5
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert [int(r["index"]) for r in rows] == [0, 1, 2, 3, 4]
+    assert float(rows[0]["loss"]) == pytest.approx(images[0].info["loss"], rel=1e-5)
+
+    # without --resume an existing run is never overwritten
+    with pytest.raises(ValueError, match="already holds a run"):
+        generate(config, model=tiny_model)
+
+    # simulate a crash after batch 1 (batch 2 was appended but not recorded)
+    progress = json.loads((out / "progress.json").read_text())
+    reference = read(out / "structures.extxyz", ":")
+    (out / "progress.json").write_text(json.dumps({**progress, "batches_done": 1,
+                                                   "sizes": progress_after_first_batch(out, 2)}))
+    summary = generate(config, model=tiny_model, resume=True)
+    assert summary.resumed_batches == 1
+    resumed = read(out / "structures.extxyz", ":")
+    assert len(resumed) == 5
+    for a, b in zip(resumed, reference):  # same seeds, same structures
+        assert (a.numbers == b.numbers).all()
+        assert abs(a.cell.array - b.cell.array).max() < 1e-5
+    assert len(list(csv.DictReader(open(out / "results.csv")))) == 5
+
+
+def progress_after_first_batch(out, structures_in_first_batch):
+    """File sizes as they were after the first batch (header + 2 rows, 2 frames)."""
+    text = (out / "structures.extxyz").read_text()
+    frames, position = 0, 0
+    lines = text.splitlines(keepends=True)
+    while frames < structures_in_first_batch:
+        natoms = int(lines[0].strip())
+        chunk = lines[: natoms + 2]
+        position += sum(len(line.encode()) for line in chunk)
+        lines = lines[natoms + 2:]
+        frames += 1
+    table = (out / "results.csv").read_bytes().splitlines(keepends=True)  # csv writes \r\n
+    return {"structures.extxyz": position,
+            "results.csv": sum(len(line) for line in table[: 1 + structures_in_first_batch])}
+
+
+def test_resume_refuses_changed_settings(tmp_path, tiny_model):
+    out = tmp_path / "run"
+    generate(GenerateConfig.from_dict({**SMALL, "num_structures": 2, "output": str(out)}), model=tiny_model)
+    changed = GenerateConfig.from_dict({**SMALL, "seed": 9, "output": str(out)})
+    with pytest.raises(ValueError, match="settings differ.*seed"):
+        generate(changed, model=tiny_model, resume=True)
+
+
+def test_cli_generate_end_to_end_and_exit_codes(tmp_path, tiny_model_dir, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        f"model: {tiny_model_dir}\nnum_structures: 2\nbatch_size: 2\nnum_atoms: 4\nsteps: 3\n"
+        "objectives:\n  - type: VolumePerAtom\n    target: 10.0\nguidance:\n  recurrence: 1\n"
+    )
+    out = tmp_path / "out"
+    assert main(["generate", str(config), "--output", str(out), "--quiet"]) == 0
+    assert len(read(out / "structures.extxyz", ":")) == 2
+    assert main(["generate", str(config), "--output", str(tmp_path / "x"), "--steps", "0", "-q"]) == 2
+    assert "steps must be a positive integer" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("modell: tiny-random\n")
+    assert main(["generate", str(bad), "-q"]) == 2
+    assert "unknown configuration key(s) ['modell']" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # nothing written for a rejected configuration
