@@ -9,14 +9,7 @@ __version__ = "0.1.0"
 
 import aseguide.constraints  # noqa: F401  (registers the objectives with ase.constraints for .traj files)
 from aseguide.models import load_model
+from aseguide.optimize import GuidedDiffusion
 from aseguide.state import CrystalBatch
 
 __all__ = ["CrystalBatch", "GuidedDiffusion", "load_model", "__version__"]
-
-
-def __getattr__(name):
-    if name == "GuidedDiffusion":
-        from aseguide.optimize import GuidedDiffusion
-
-        return GuidedDiffusion
-    raise AttributeError(f"module 'aseguide' has no attribute {name!r}")

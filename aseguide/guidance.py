@@ -574,15 +574,16 @@ def schedule_weight(schedule: str | Callable[[float], float], t: float) -> float
 
 
 def is_guided_step(t: float, step: int, start: float, every: int) -> bool:
-    """Whether guidance acts at a step: ``t < start`` and ``step % every == 0``.
+    """Whether guidance acts at a step: ``t < 1 - start`` and ``step % every == 0``.
 
-    ``t`` is the diffusion time of the step (1 = noise) and ``step`` its 0-based index
-    in the schedule; ``start=0.9`` leaves the first 10 % of a ``t: 1 -> 0`` trajectory
-    unguided.
+    ``t`` is the diffusion time of the step (1 = noise, 0 = data) and ``step`` its 0-based
+    index in the schedule; ``start`` is the fraction of the ``t: 1 -> 0`` trajectory left
+    unguided before guidance begins (``start=0.1``: guidance for ``t < 0.9``, the
+    authors' setting; ``start=0``: every step but the pure-noise one at ``t = 1``).
 
     Example
     -------
-    >>> is_guided_step(0.95, 0, 0.9, 1), is_guided_step(0.5, 4, 0.9, 2), is_guided_step(0.5, 5, 0.9, 2)
+    >>> is_guided_step(0.95, 0, 0.1, 1), is_guided_step(0.5, 4, 0.1, 2), is_guided_step(0.5, 5, 0.1, 2)
     (False, True, False)
     """
-    return t < start and step % every == 0
+    return t < 1.0 - start and step % every == 0

@@ -198,8 +198,9 @@ class GuidedDiffusion(BaseDynamics):
     normalize:
         Normalise gradients per structure and per field.
     start:
-        Guidance acts only at diffusion times ``t < start`` (``t``: 1 = noise, 0 = data;
-        the default 0.9 leaves the first 10 % of the trajectory unguided).
+        Fraction of the trajectory before guidance begins: guidance acts only at
+        diffusion times ``t < 1 - start`` (``t``: 1 = noise, 0 = data). The default 0.1
+        is the authors' setting, guidance for ``t < 0.9``.
     every:
         Guidance acts only on steps whose index is a multiple of ``every``.
     forward_schedule, backward_schedule:
@@ -238,7 +239,7 @@ class GuidedDiffusion(BaseDynamics):
         backward_steps: int = 2,
         recurrence: int = 3,
         normalize: bool = True,
-        start: float = 0.9,
+        start: float = 0.1,
         every: int = 1,
         forward_schedule: str | Callable[[float], float] = "constant",
         backward_schedule: str | Callable[[float], float] = "constant",

@@ -196,7 +196,7 @@ def test_full_run_with_recurrence_reproduces_the_data(K):
             return batch.cell.sum((-1, -2)) * 0.0
 
     opt = GuidedDiffusion(GaussianBackend(), Flat(), batch_size=600, num_atoms=2, steps=200, seed=1,
-                          recurrence=K, start=1.0, backward_strength=0.1)
+                          recurrence=K, start=0.0, backward_strength=0.1)
     opt.run()
     x = opt.final_batch()
     diag = x.cell.reshape(-1, 9)[:, [0, 4, 8]].flatten()

@@ -168,11 +168,12 @@ def test_schedule_shapes():
 
 
 def test_start_and_every_gating():
-    assert not is_guided_step(0.9, 0, 0.9, 1)  # strictly t < start
-    assert is_guided_step(0.8999, 0, 0.9, 1)
-    assert [is_guided_step(0.5, i, 0.9, 3) for i in range(7)] == [True, False, False, True, False, False, True]
-    assert not any(is_guided_step(t, 0, 0.0, 1) for t in (0.0, 0.5))  # start=0: never
-    assert is_guided_step(0.999, 0, 1.0, 1)
+    assert not is_guided_step(0.9, 0, 0.1, 1)  # strictly t < 1 - start
+    assert is_guided_step(0.8999, 0, 0.1, 1)
+    assert not is_guided_step(0.8, 0, 0.25, 1) and is_guided_step(0.7499, 0, 0.25, 1)
+    assert [is_guided_step(0.5, i, 0.1, 3) for i in range(7)] == [True, False, False, True, False, False, True]
+    assert not any(is_guided_step(t, 0, 1.0, 1) for t in (0.0, 0.5))  # start=1: never
+    assert is_guided_step(0.999, 0, 0.0, 1) and not is_guided_step(1.0, 0, 0.0, 1)
 
 
 # ---------------------------------------------------------------------- forward / backward

@@ -139,7 +139,7 @@ def test_todict_is_json_and_complete():
     d = json.loads(json.dumps(opt.todict()))
     assert d["type"] == "diffusion" and d["diffusion-type"] == "GuidedDiffusion"
     for key, value in [("forward_strength", 0.01), ("backward_strength", 0.01), ("backward_steps", 2),
-                       ("recurrence", 3), ("start", 0.9), ("every", 1), ("normalize", True), ("seed", 0)]:
+                       ("recurrence", 3), ("start", 0.1), ("every", 1), ("normalize", True), ("seed", 0)]:
         assert d[key] == value
     assert d["objective"]["name"] == "VolumePerAtom" and d["backward_schedule"] == "<lambda>"
     assert d["model"]["name"] == "GaussianBackend" and d["num_atoms"] == {"3": 1.0}
@@ -147,7 +147,7 @@ def test_todict_is_json_and_complete():
 
 def test_trajectory_log_and_context_manager(tmp_path):
     traj, log = tmp_path / "run.traj", tmp_path / "run.log"
-    with _opt(FracTarget(0.5), trajectory=str(traj), logfile=str(log), loginterval=4, start=0.7) as opt:
+    with _opt(FracTarget(0.5), trajectory=str(traj), logfile=str(log), loginterval=4, start=0.3) as opt:
         opt.run()
     frames = ase.io.read(traj, ":")
     assert len(frames) == 4 * 3  # every structure, steps 4, 8, 12
@@ -162,7 +162,7 @@ def test_trajectory_log_and_context_manager(tmp_path):
                                 "nonfinite", "time[s]"]
     rows = [ln.split() for ln in lines[1:]]
     assert [int(r[1]) for r in rows] == [4, 8, 12]
-    assert [r[3] for r in rows] == ["no", "yes", "yes"]  # step 4 ran at t = 0.75 >= start
+    assert [r[3] for r in rows] == ["no", "yes", "yes"]  # step 4 ran at t = 0.75 >= 1 - start
     losses = opt.current_losses()
     assert float(rows[-1][4]) == pytest.approx(losses.mean(), rel=1e-3)
     assert float(rows[-1][7]) == pytest.approx(opt.current_satisfied().mean(), abs=1e-3)
@@ -249,7 +249,7 @@ def test_same_seed_bit_identical_and_independent_of_global_rng():
 
 def test_a_structure_does_not_change_when_another_is_added():
     """Issue test 5: per-structure normalisation and per-structure noise streams."""
-    kw = dict(forward_strength=0.05, backward_strength=0.2, recurrence=2, steps=15, start=1.0)
+    kw = dict(forward_strength=0.05, backward_strength=0.2, recurrence=2, steps=15, start=0.0)
     objective = VolumePerAtom(25.0)
     small = _final(_opt(objective, batch_size=3, num_atoms=[3, 5, 2], **kw))
     large = _final(_opt(objective, batch_size=4, num_atoms=[3, 5, 2, 4], **kw))
@@ -313,7 +313,7 @@ def _expected_trace_shift(times, dt, n_atoms, k_of_step, m, s_data=0.3, beta=(0.
     return delta
 
 
-@pytest.mark.parametrize("start, every, schedule", [(0.85, 1, "constant"), (0.5, 3, "increasing")])
+@pytest.mark.parametrize("start, every, schedule", [(0.15, 1, "constant"), (0.5, 3, "increasing")])
 def test_quadratic_objective_moves_samples_where_the_analysis_says(start, every, schedule):
     """Issue test 3: exact per-sample shift (same noise), monotone in k."""
     steps, n, m = 40, 4, 2
@@ -327,7 +327,7 @@ def test_quadratic_objective_moves_samples_where_the_analysis_says(start, every,
     for k in (0.0, 0.01, 0.03, 0.1):
         guided = _final(_opt(Trace(target), backward_strength=k, **base))
         expect = _expected_trace_shift(
-            times, -1.0 / steps, n, lambda i, t, k=k: k * weight(t) if (t < start and i % every == 0) else 0.0, m)
+            times, -1.0 / steps, n, lambda i, t, k=k: k * weight(t) if (t < 1.0 - start and i % every == 0) else 0.0, m)
         diff = guided.cell - unguided.cell
         assert torch.allclose(diff.diagonal(dim1=-2, dim2=-1), torch.full((64, 3), expect, dtype=DT),
                               atol=1e-9, rtol=1e-9)

@@ -43,7 +43,7 @@ def test_volume_guidance_moves_the_distribution_toward_the_target(tiny):
 
     target = 15.0
     kw = dict(batch_size=64, num_atoms=4, steps=10, seed=0, recurrence=1, forward_strength=0.0,
-              backward_steps=2, start=1.0)
+              backward_steps=2, start=0.0)
     unguided = GuidedDiffusion(tiny, None, **kw)
     unguided.run()
     # an untrained model inflates cells by orders of magnitude in 10 steps: k = 2 Å per gradient step
@@ -58,7 +58,7 @@ def test_volume_guidance_moves_the_distribution_toward_the_target(tiny):
 
 
 def test_same_seed_is_bit_identical_and_forward_guidance_runs(tiny):
-    kw = dict(batch_size=6, num_atoms={3: 0.5, 5: 0.5}, steps=3, seed=4, recurrence=2, start=1.0,
+    kw = dict(batch_size=6, num_atoms={3: 0.5, 5: 0.5}, steps=3, seed=4, recurrence=2, start=0.0,
               forward_strength=0.05, backward_strength=0.1)
     a = GuidedDiffusion(tiny, VolumePerAtom(12.0), **kw)
     a.run()

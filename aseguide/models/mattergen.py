@@ -482,9 +482,25 @@ class MatterGenSession(SamplingSession):
             batch_idx=self._batch_idx,
         )
         sample = graph.replace(**{k: v[0] for k, v in results.items()})
-        mean = graph.replace(**{k: v[1] for k, v in results.items()})
-        self._last_mean = self._crystal(mean, like=x)
+        mean = self._crystal(graph.replace(**{k: v[1] for k, v in results.items()}), like=x)
+        if scores.species is not None:
+            # Tokens still masked after the last step (only with very short schedules) take
+            # the model's most likely species instead of the mask token.
+            mean = mean.replace(numbers=torch.where(mean.numbers == self.mask_token,
+                                                    self._most_likely_species(scores.species), mean.numbers))
+        self._last_mean = mean
         return self._crystal(sample, like=x)
+
+    @property
+    def mask_token(self) -> int:
+        """The value of a masked (still noisy) species in ``numbers``."""
+        return int(self._species_corruption._to_non_zero_based(self._species_corruption.d3pm.dim - 1))
+
+    def _most_likely_species(self, logits: torch.Tensor) -> torch.Tensor:
+        mask_class = self._species_corruption.d3pm.dim - 1
+        if logits.shape[-1] > mask_class:
+            logits = logits[..., :mask_class]
+        return self._species_corruption._to_non_zero_based(torch.argmax(logits, dim=-1))
 
     def last_mean(self) -> CrystalBatch | None:
         return self._last_mean
@@ -516,13 +532,7 @@ class MatterGenSession(SamplingSession):
         alpha, sigma_cell = self.marginal("lattice", t)
         limit_mean, _ = self._limit(x)
         cell0 = (x.cell - (1.0 - alpha) * limit_mean + sigma_cell**2 * scores.lattice) / alpha
-        numbers = x.numbers
-        if scores.species is not None:
-            logits = scores.species
-            mask_class = self._species_corruption.d3pm.dim - 1
-            if logits.shape[-1] > mask_class:
-                logits = logits[..., :mask_class]
-            numbers = self._species_corruption._to_non_zero_based(torch.argmax(logits, dim=-1))
+        numbers = x.numbers if scores.species is None else self._most_likely_species(scores.species)
         return CrystalBatch(frac=frac0, cell=cell0, numbers=numbers, num_atoms=x.num_atoms, _batch=x._batch)
 
     def score_shift(self, x: CrystalBatch, t: torch.Tensor, field: str, delta: torch.Tensor) -> torch.Tensor:
@@ -564,10 +574,8 @@ class MatterGenSession(SamplingSession):
     def _renoise_species(self, numbers: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         keep = self.species_keep_probability(s, t).reshape(-1)
         keep_atom = keep.expand(len(self.num_atoms))[self._batch_idx[_SPECIES]]
-        mask_token = self._species_corruption._to_non_zero_based(
-            torch.tensor(self._species_corruption.d3pm.dim - 1, device=self.device))
         masked = torch.rand(numbers.shape, device=self.device) >= keep_atom
-        return torch.where(masked, mask_token, numbers)
+        return torch.where(masked, torch.full_like(numbers, self.mask_token), numbers)
 
     def to_atoms(self, x: CrystalBatch):
         return x.to_atoms()

@@ -1,12 +1,15 @@
-"""Benchmark: one ``EnergyAboveHull`` evaluation with gradient on a batch (issue 5).
+"""Benchmark: one ``EnergyAboveHull`` evaluation with gradient vs one sampler step.
 
 Times ``loss(batch)`` + ``backward`` for ``batch_size`` structures of ``n_atoms`` atoms
 (Li-Co-O, random positions at a realistic density of ~10 Å³/atom, the state of a
-noisy x̂0), after one warm-up call. Run::
+noisy x̂0), after one warm-up call, and one unguided predictor-corrector step of a
+MatterGen model (random weights; ``--sampler tiny`` or ``full``, the released
+architecture) on a batch of the same size, in the same process. Run::
 
-    python -m aseguide.testing.potential_benchmark --potential chgnet --batch-size 256 --n-atoms 20
+    python benchmarks/energy_above_hull_speed.py --potential chgnet --batch-size 256 --n-atoms 20 --sampler full
 
-Prints a JSON line with the timings (seconds) and the share spent building graphs.
+Prints a JSON line with the timings (seconds), the share spent building graphs and the
+ratio energy evaluation / sampler step.
 """
 
 from __future__ import annotations
@@ -78,6 +81,33 @@ def run(potential: str = "chgnet", batch_size: int = 256, n_atoms: int = 20, dev
     }
 
 
+def sampler_step_seconds(kind: str, batch_size: int, n_atoms: int, device: str | None = None) -> float:
+    """Seconds of one unguided corrector + predictor step of a random MatterGen model."""
+    import tempfile
+
+    from aseguide.models import load_model
+    from aseguide.models.mattergen_config import FULL_SIZE
+    from aseguide.testing import make_tiny_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        sizes = FULL_SIZE if kind == "full" else {}
+        path = make_tiny_model(folder, calibrate=False, **({**sizes, "cutoff": 7.0, "max_neighbors": 50}
+                                                           if kind == "full" else {}))
+        model = load_model(path, device=device)
+    session = model.session(torch.full((batch_size,), n_atoms), 1000)
+    torch.manual_seed(0)
+    x = session.prior()
+    t = torch.full((batch_size,), 0.5, device=session.device)
+    with torch.no_grad():
+        x = session.corrector(x, t)  # warm-up
+        start = time.perf_counter()
+        x = session.corrector(x, t)
+        x = session.predictor(x, t, session.score(x, t))
+        if session.device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--potential", default="chgnet")
@@ -85,8 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-atoms", type=int, default=20)
     parser.add_argument("--device", default=None)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--sampler", choices=["none", "tiny", "full"], default="tiny",
+                        help="also time one sampler step of this random MatterGen model")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.potential, args.batch_size, args.n_atoms, args.device, args.repeats)))
+    result = run(args.potential, args.batch_size, args.n_atoms, args.device, args.repeats)
+    if args.sampler != "none":
+        step = sampler_step_seconds(args.sampler, args.batch_size, args.n_atoms, args.device)
+        result.update(sampler=args.sampler, seconds_sampler_step=step,
+                      ratio_energy_to_sampler_step=result["seconds_loss_and_grad"] / step)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
