@@ -16,9 +16,9 @@ Output layout (``--output OUT``, default ``runs/<case>``)::
                              (OUT/report_<name>/ when a case has several guided runs)
 
 The defaults reproduce the paper (released ``chemical_system`` checkpoint, 1000
-structures, 1000 steps); ``--model tiny-random-chemical-system --steps 3
---num-structures 4`` runs the same pipeline offline in seconds (no physical
-crystals: the tiny model is random).
+structures, 1000 steps). ``--model``, ``--steps``, ``--num-structures`` and
+``--batch-size`` override every configuration of the case alike, so
+``tests/test_examples.py`` runs the same code offline with the tiny random model.
 """
 
 from __future__ import annotations

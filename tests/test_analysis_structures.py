@@ -354,3 +354,28 @@ def test_read_errors_name_the_path(tmp_path):
     bad.write_text("a,b\n1,2\n")
     s = read_structures(bad)
     assert len(s) == 0 and "no 'cif' column" in s.errors[0][1]
+
+
+def test_neighbor_pairs_on_an_absurdly_large_cell_is_cheap():
+    """Regression: untrained models make cells of 1e10 Å^3; pymatgen's cell list would
+    allocate tens of GB for them, so such cells use ASE's search (same pairs)."""
+    from ase import Atoms
+
+    from aseguide.analysis._neighbors import neighbor_pairs
+
+    huge = Atoms("C3", scaled_positions=[[0, 0, 0], [0.1, 0, 0], [0.5, 0.5, 0.5]],
+                 cell=[5923.0, 2757.0, 2566.0], pbc=True)
+    huge.positions[1] = huge.positions[0] + [1.2, 0, 0]
+    i, j, d = neighbor_pairs(huge, 2.0)
+    assert sorted(zip(i.tolist(), j.tolist())) == [(0, 1), (1, 0)]
+    assert abs(d - 1.2).max() < 1e-9
+
+
+def test_distribution_plot_of_huge_values_uses_float_bins(tmp_path):
+    """Regression: values above ~1e5 are 'integers' to np.allclose; one bin per integer
+    over 1e11 would need terabytes."""
+    from aseguide.analysis.plots import plot_distributions
+
+    path = plot_distributions({"guided": [2.6e11, 3.1e9, 12.5], "unguided": [7.0, 8.0]}, "volume per atom",
+                              tmp_path / "huge.png")
+    assert Path(path).stat().st_size > 1000

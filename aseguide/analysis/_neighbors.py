@@ -7,6 +7,9 @@ from ase import Atoms
 
 __all__ = ["neighbor_pairs"]
 
+#: Cells larger than this many cutoff cubes use ASE's neighbour search (see below).
+_MAX_BINS = 1e6
+
 
 def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """All ordered pairs ``(i, j, d_ij)`` with ``d_ij <= cutoff`` over periodic images.
@@ -27,9 +30,15 @@ def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
     cell = np.ascontiguousarray(atoms.cell.array, dtype=np.float64)
     frac = np.linalg.solve(cell.T, np.asarray(atoms.positions, dtype=np.float64).T).T
     pos = np.ascontiguousarray(np.mod(frac, 1.0) @ cell)
+    # pymatgen's cell list allocates memory in proportion to the cell volume (in units of
+    # the cutoff cube); absurd cells (e.g. from an untrained model: 1e5 Å^3 per atom and
+    # more) would need terabytes, so they go through ASE's search, which bins atoms only.
+    huge_cell = abs(float(np.linalg.det(cell))) > _MAX_BINS * float(cutoff) ** 3
     try:
         from pymatgen.optimization.neighbors import find_points_in_spheres
     except ImportError:  # pragma: no cover - pymatgen always ships the extension
+        huge_cell = True
+    if huge_cell:
         from ase.neighborlist import primitive_neighbor_list
 
         i, j, d = primitive_neighbor_list("ijd", np.ones(3, bool), cell, pos, float(cutoff), self_interaction=False)

@@ -73,7 +73,7 @@ __all__ = ["AnalysisOptions", "SetResult", "AnalysisResult", "analyze", "compare
 _GUIDANCE_KEYS = {
     "guidance", "guide", "objectives", "objective", "constraints", "seed", "output", "out", "out_dir",
     "output_dir", "outdir", "name", "resume", "strength", "strengths", "forward", "backward", "recurrence",
-    "g", "k", "run_name", "tag", "notes", "device",
+    "g", "k", "run_name", "tag", "notes", "device", "combine",
 }
 
 

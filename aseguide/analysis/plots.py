@@ -74,7 +74,9 @@ def plot_distributions(
     finite = {k: np.asarray(v, float)[np.isfinite(np.asarray(v, float))] for k, v in data.items()}
     allv = np.concatenate([v for v in finite.values()] or [np.zeros(0)])
     if integer is None:
-        integer = len(allv) > 0 and np.allclose(allv, np.round(allv))
+        # one bin per integer only for genuinely small integer ranges (counts): huge floats
+        # are "integers" to allclose and would ask for billions of bins
+        integer = (len(allv) > 0 and float(np.ptp(allv)) <= 200 and bool(np.all(allv == np.round(allv))))
     if len(allv):
         lo, hi = float(allv.min()), float(allv.max())
         pad = 0.1 * (hi - lo) if hi > lo else 1.0

@@ -1,13 +1,18 @@
-"""ASE calculators: guidance losses as energies, energy above hull, ML potentials."""
+"""ASE calculators: guidance losses as energies, energy above hull, ML potentials.
 
+* :class:`GuidanceCalculator` — any objective's loss as an ASE energy (forces and stress
+  by autograd);
+* :class:`EnergyAboveHull` — the energy-above-hull objective as a calculator;
+* :class:`ReferenceHull` — reference convex hulls (tables, entries, structures + a
+  potential, the Materials Project);
+* :func:`get_calculator` / :func:`get_potential` — ML potentials by name (``"chgnet"``,
+  ``"mattersim"``, ``"sevenn"``, ``"grace"``) or any ASE calculator.
+"""
+
+from aseguide.calculators.energy import EnergyAboveHull
 from aseguide.calculators.guidance import GuidanceCalculator
-
-__all__ = ["GuidanceCalculator"]
-
-# energy above hull, reference hulls, ML potentials (issue 5)
-from aseguide.calculators.energy import EnergyAboveHull  # noqa: E402
-from aseguide.calculators.hull import ReferenceHull  # noqa: E402
-from aseguide.calculators.potentials import (  # noqa: E402
+from aseguide.calculators.hull import ReferenceHull
+from aseguide.calculators.potentials import (
     ASECalculatorPotential,
     BatchedPotential,
     CHGNetPotential,
@@ -17,7 +22,8 @@ from aseguide.calculators.potentials import (  # noqa: E402
     get_potential,
 )
 
-__all__ += [
+__all__ = [
+    "GuidanceCalculator",
     "EnergyAboveHull",
     "ReferenceHull",
     "get_calculator",
