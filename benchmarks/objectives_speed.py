@@ -8,7 +8,10 @@ fractional coordinates and slightly skewed cells):
    20 atoms;
 2. the scaling of the same ``Combined`` with the number of atoms per structure
    (8, 20, 80, 200 atoms; 256 structures, 1024 with ``--full``), reported as time per
-   atom, which stays roughly constant when the cost is linear in the number of atoms.
+   atom, which stays roughly constant when the cost is linear in the number of atoms;
+3. the ratio, per structure, of the ``Combined`` forward + backward to one unguided
+   predictor-corrector step of the tiny MatterGen test model (20 atoms per structure,
+   on its prior state), in the same process (issue 3's target: under 2 %).
 
 Usage::
 
@@ -78,6 +81,29 @@ def time_search(batch: CrystalBatch, cutoff: float, repeats: int) -> float:
     return statistics.median(times)
 
 
+def tiny_step_seconds(n_structures: int, n_atoms: int, device: str) -> float:
+    """Seconds of one unguided corrector + predictor step of the tiny random MatterGen."""
+    import tempfile
+
+    from aseguide.models import load_model
+    from aseguide.testing import make_tiny_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        model = load_model(make_tiny_model(folder), device=device)
+    session = model.session(torch.full((n_structures,), n_atoms), 1000)
+    torch.manual_seed(0)
+    x = session.prior()
+    t = torch.full((n_structures,), 0.5, device=session.device)
+    with torch.no_grad():
+        session.score(x, t)  # warm-up
+        start = time.perf_counter()
+        session.corrector(x, t)
+        session.predictor(x, t, session.score(x, t))
+        if session.device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
@@ -102,7 +128,13 @@ def main() -> None:
     print(f"  neighbour search alone (r={coordination.counter.search_radius:.2f}): "
           f"{time_search(batch, coordination.counter.search_radius, args.repeats) * 1e3:8.1f} ms")
     print(f"  Coordination                  : {time_forward_backward(coordination, batch, args.repeats) * 1e3:8.1f} ms")
-    print(f"  Combined (3 objectives)       : {time_forward_backward(combined, batch, args.repeats) * 1e3:8.1f} ms")
+    combined_seconds = time_forward_backward(combined, batch, args.repeats)
+    print(f"  Combined (3 objectives)       : {combined_seconds * 1e3:8.1f} ms")
+    n_sampler = 1024 if args.full else 128
+    step = tiny_step_seconds(n_sampler, 20, args.device)
+    ratio = (combined_seconds / n_main) / (step / n_sampler)
+    print(f"  tiny MatterGen step, {n_sampler} x 20 atoms: {step * 1e3:8.1f} ms "
+          f"-> Combined / step per structure = {100 * ratio:.2f} %")
 
     print(f"\nscaling, Combined, {n_scaling} structures, {VOLUME_PER_ATOM} Å³/atom:")
     print(f"  {'atoms':>6} {'total ms':>10} {'µs/atom':>9}")
