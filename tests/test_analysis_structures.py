@@ -379,3 +379,25 @@ def test_distribution_plot_of_huge_values_uses_float_bins(tmp_path):
     path = plot_distributions({"guided": [2.6e11, 3.1e9, 12.5], "unguided": [7.0, 8.0]}, "volume per atom",
                               tmp_path / "huge.png")
     assert Path(path).stat().st_size > 1000
+
+
+def test_symmetrize_skips_degenerate_cells_instead_of_crashing_spglib():
+    """Regression: cells like these (from an untrained model) made spglib segfault."""
+    from ase.geometry import cellpar_to_cell
+
+    from aseguide.analysis import symmetrize
+    from aseguide.analysis.symmetry import degenerate_cell
+
+    rng = np.random.default_rng(0)
+    flat = Atoms("C8", scaled_positions=rng.random((8, 3)),
+                 cell=cellpar_to_cell([14.94, 14.83, 20.35, 1.15, 1.5, 2.53]), pbc=True)
+    tiny = Atoms("C8", scaled_positions=rng.random((8, 3)),
+                 cell=cellpar_to_cell([0.46, 0.53, 0.5, 52.24, 56.54, 21.08]), pbc=True)
+    fine = bulk("Si")
+    out = symmetrize([flat, tiny, fine])
+    assert "degenerate cell" in out[0].info["symmetrize_error"]
+    assert "degenerate cell" in out[1].info["symmetrize_error"]
+    assert out[0].info["spacegroup_after"] == 0 and len(out[1]) == 8
+    assert "symmetrize_error" not in out[2].info and out[2].info["spacegroup_after"] == 227
+    assert degenerate_cell(fine) is None
+    assert "volume per atom" in degenerate_cell(Atoms("C8", cell=[1.0, 1.0, 1.0], pbc=True))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -29,3 +30,21 @@ def test_readme_python_block_runs(index, tmp_path):
                             env={**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
                                  "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))})
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_readme_main_command_then_analyze(tmp_path):
+    """`aseguide generate examples/volume_tiny.yaml`, then `aseguide analyze` on its output."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    run = tmp_path / "run"
+    generate = subprocess.run([sys.executable, "-m", "aseguide", "generate", "examples/volume_tiny.yaml",
+                               "--output", str(run), "-q"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600, env=env)
+    assert generate.returncode == 0, generate.stderr[-3000:]
+    assert "8 structures" in generate.stdout
+    analyze = subprocess.run([sys.executable, "-m", "aseguide", "analyze", str(run), "--objective",
+                              "volume_per_atom:12.0", "--out", str(tmp_path / "report")], cwd=ROOT,
+                             capture_output=True, text=True, timeout=600, env=env)
+    assert analyze.returncode == 0, analyze.stderr[-3000:]
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["sets"]["guided"]["counts"]["read"] == 8

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 from ase import Atoms
 
-__all__ = ["spacegroup_number", "spacegroup_symbol", "symmetrize"]
+__all__ = ["spacegroup_number", "spacegroup_symbol", "symmetrize", "degenerate_cell"]
 
 
 def _cell(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -32,8 +32,41 @@ def _cell(atoms: Atoms) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             np.asarray(atoms.numbers, dtype=int))
 
 
+#: Cells thinner than this (smallest distance between lattice planes, Å) or with less
+#: volume per atom (Å^3) are not passed to spglib: no crystal is like that, and spglib
+#: can crash the interpreter (segmentation fault in ``cel_trim_cell``) on such cells.
+MIN_CELL_HEIGHT = 0.5
+MIN_VOLUME_PER_ATOM = 1.0
+
+
+def degenerate_cell(atoms: Atoms, symprec: float = 0.0) -> str | None:
+    """Why a cell is too degenerate for a symmetry search, or ``None`` when it is fine.
+
+    Example
+    -------
+    >>> from ase import Atoms
+    >>> degenerate_cell(Atoms("C", cell=[[3, 0, 0], [3, 0.01, 0], [0, 0, 3]], pbc=True))
+    'cell height 0.0100 Å below 0.5 Å'
+    """
+    cell = np.asarray(atoms.cell.array, dtype=float)
+    volume = abs(float(np.linalg.det(cell)))
+    if not np.isfinite(cell).all() or volume == 0.0:
+        return "singular or non-finite cell"
+    areas = [np.linalg.norm(np.cross(cell[(k + 1) % 3], cell[(k + 2) % 3])) for k in range(3)]
+    height = volume / max(areas)
+    limit = max(MIN_CELL_HEIGHT, 2.0 * symprec)
+    if height < limit:
+        return f"cell height {height:.4f} Å below {limit:g} Å"
+    if volume / max(len(atoms), 1) < MIN_VOLUME_PER_ATOM:
+        return f"volume per atom {volume / max(len(atoms), 1):.4f} Å^3 below {MIN_VOLUME_PER_ATOM:g} Å^3"
+    return None
+
+
 def _dataset(atoms: Atoms, symprec: float, angle_tolerance: float):
     import spglib
+
+    if degenerate_cell(atoms, symprec) is not None:
+        return None
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -129,6 +162,14 @@ def symmetrize(
     out = []
     for atoms in structures:
         before = spacegroup_number(atoms, tight_symprec, angle_tolerance)
+        reason = degenerate_cell(atoms, symprec)
+        if reason is not None:
+            new = atoms.copy()
+            new.info = dict(atoms.info)
+            new.info.update(symmetrize_error=f"degenerate cell ({reason}): not symmetrised",
+                            spacegroup_before=before, spacegroup_after=0, spacegroup_symbol="?")
+            out.append(new)
+            continue
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
