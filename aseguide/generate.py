@@ -270,23 +270,29 @@ def generate(
             if target.exists() and target.stat().st_size > size:
                 with open(target, "r+b") as handle:
                     handle.truncate(size)
+    objective = build_objective(config.objectives, config.combine)
+    model = model if model is not None else _load_model(config)
+    n_batches = math.ceil(config.num_structures / config.batch_size)
+
+    def dynamics_for(batch_index: int) -> GuidedDiffusion:
+        size = min(config.batch_size, config.num_structures - batch_index * config.batch_size)
+        return GuidedDiffusion(
+            model, objective, batch_size=size, num_atoms=config.num_atoms,
+            chemical_system=config.chemical_system, guidance_factor=config.guidance_factor,
+            steps=config.steps, seed=config.seed + batch_index, device=config.device, **dict(config.guidance),
+        )
+
+    # Settings the model rejects (conditions, sizes, strengths) fail here, before any file exists.
+    first = dynamics_for(done_batches) if done_batches < n_batches else None
     output.mkdir(parents=True, exist_ok=True)
     (output / "cifs").mkdir(exist_ok=True)
     _write_json(stored, config.todict())
 
-    objective = build_objective(config.objectives, config.combine)
-    model = model if model is not None else _load_model(config)
-    n_batches = math.ceil(config.num_structures / config.batch_size)
     start_time = time.perf_counter()
     produced = done_batches * config.batch_size
     for batch_index in range(done_batches, n_batches):
-        size = min(config.batch_size, config.num_structures - batch_index * config.batch_size)
         seed = config.seed + batch_index
-        dynamics = GuidedDiffusion(
-            model, objective, batch_size=size, num_atoms=config.num_atoms,
-            chemical_system=config.chemical_system, guidance_factor=config.guidance_factor,
-            steps=config.steps, seed=seed, device=config.device, **dict(config.guidance),
-        )
+        dynamics = first if batch_index == done_batches else dynamics_for(batch_index)
         with dynamics:
             dynamics.run()
             structures = dynamics.get_structures()

@@ -117,3 +117,11 @@ def test_cli_generate_end_to_end_and_exit_codes(tmp_path, tiny_model_dir, capsys
     assert main(["generate", str(bad), "-q"]) == 2
     assert "unknown configuration key(s) ['modell']" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # nothing written for a rejected configuration
+
+
+def test_settings_the_model_rejects_leave_no_output(tmp_path, tiny_model):
+    out = tmp_path / "never"
+    config = GenerateConfig.from_dict({**SMALL, "chemical_system": "Li-Co-O", "output": str(out)})
+    with pytest.raises(ValueError, match="chemical_system"):
+        generate(config, model=tiny_model)
+    assert not out.exists()

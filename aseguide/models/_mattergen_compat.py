@@ -16,6 +16,8 @@ editing anything in site-packages:
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import os
 from functools import wraps
@@ -45,6 +47,9 @@ def prepare_mattergen() -> None:
         np.math = math  # numpy >= 2 dropped the alias; GemNet only uses factorial
     try:
         import mattergen  # noqa: F401
+        # mattergen prints its install path on import; keep the user's stdout clean
+        with contextlib.redirect_stdout(io.StringIO()):
+            import mattergen.common.utils.globals  # noqa: F401
         from mattergen.common.gemnet.layers import scaling
     except ImportError as error:  # pragma: no cover - exercised only without mattergen
         raise MatterGenUnavailable(
