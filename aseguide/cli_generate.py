@@ -35,6 +35,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
+    p.add_argument("--precision", choices=["fp32", "mixed", "bf16"],
+                   help="network arithmetic (default fp32; mixed = TF32 + bf16 network on CUDA)")
     p.add_argument("--objective", action="append", dest="objective_json", metavar="JSON",
                    help='an objective as JSON, e.g. \'{"type": "VolumePerAtom", "target": 7.0}\' (repeatable)')
     p.add_argument("--output", "-o", help="output folder")
@@ -50,7 +52,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     overrides = {key: getattr(args, key) for key in (
         "model", "num_structures", "batch_size", "num_atoms", "chemical_system", "guidance_factor",
-        "steps", "seed", "device", "output")}
+        "steps", "seed", "device", "precision", "output")}
     if args.objective_json:
         try:
             overrides["objectives"] = [json.loads(text) for text in args.objective_json]

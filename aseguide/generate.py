@@ -11,9 +11,15 @@ the output folder, so an interrupted run keeps everything already generated and
     one CIF per structure;
 ``results.csv``
     one row per structure: index, batch, seed, formula, number of atoms, loss,
-    satisfied and one column per objective part;
+    satisfied, finite, split and one column per objective part;
 ``config.json``
     the resolved configuration; ``progress.json`` the batches done.
+
+A batch that runs out of memory (``torch.cuda.OutOfMemoryError`` or a ``RuntimeError``
+saying "out of memory") is split into two halves, each run with its own seed (see
+:func:`split_seed`), recursively down to single structures; the structures of a split
+batch record their part in ``atoms.info["split"]`` and the ``split`` column, and their
+own seed in ``seed``. Batches already written are never touched.
 
 Each file is appended only after the batch is complete (written to a temporary file,
 then appended in one write), so no half-written batch is ever left behind.
@@ -34,6 +40,7 @@ import csv
 import dataclasses
 import io
 import json
+import logging
 import math
 import os
 import tempfile
@@ -45,7 +52,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["GenerateConfig", "generate", "build_objective", "GUIDANCE_KEYS", "RunSummary"]
+__all__ = ["GenerateConfig", "generate", "build_objective", "GUIDANCE_KEYS", "RunSummary", "split_seed",
+           "is_out_of_memory", "auto_batch_size", "choose_batch_size", "AUTO_BATCH_SIZE_CPU"]
+
+logger = logging.getLogger(__name__)
 
 #: Keys of the ``guidance`` section, passed to :class:`~aseguide.optimize.GuidedDiffusion`.
 GUIDANCE_KEYS = (
@@ -65,7 +75,10 @@ class GenerateConfig:
         checkpoint directory, a packaged model, or ``tiny-random`` (a randomly initialised
         tiny MatterGen, for trying the pipeline: it generates no physical crystals).
     num_structures, batch_size:
-        How many structures in all, and per batch.
+        How many structures in all, and per batch. ``batch_size="auto"``: on CUDA the
+        largest batch that fits the free GPU memory (see :func:`auto_batch_size`),
+        elsewhere :data:`AUTO_BATCH_SIZE_CPU`; the size chosen is recorded in
+        ``progress.json`` and reused on resume.
     num_atoms:
         Atoms per structure: an int, ``{n: weight}`` or a MatterGen distribution name.
     chemical_system, guidance_factor:
@@ -81,11 +94,15 @@ class GenerateConfig:
         :data:`GUIDANCE_KEYS`).
     output:
         The output folder.
+    precision:
+        Precision policy of the network: ``"mixed"`` (TF32 + bf16 network on CUDA,
+        plain float32 elsewhere), ``"fp32"`` (strict) or ``"bf16"``; see
+        :mod:`aseguide.precision`.
     """
 
     model: str = "tiny-random"
     num_structures: int = 16
-    batch_size: int = 16
+    batch_size: int | str = 16
     num_atoms: Any = 8
     chemical_system: str | None = None
     guidance_factor: float | None = None
@@ -97,6 +114,7 @@ class GenerateConfig:
     combine: dict = field(default_factory=dict)
     guidance: dict = field(default_factory=dict)
     output: str = "aseguide-run"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -131,10 +149,16 @@ class GenerateConfig:
         """Check every value; raise :class:`ValueError` naming the first bad one."""
         for name in ("num_structures", "batch_size", "steps"):
             value = getattr(self, name)
+            if name == "batch_size" and value == "auto":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                alternative = " or 'auto'" if name == "batch_size" else ""
+                raise ValueError(f"{name} must be a positive integer{alternative}, got {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        from aseguide.precision import check_precision
+
+        check_precision(self.precision)
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a name or a path, got {self.model!r}")
         if self.guidance_factor is not None and not (isinstance(self.guidance_factor, (int, float))
@@ -217,6 +241,183 @@ def _write_json(path: Path, data: Mapping[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _csv_header(path: Path) -> list[str] | None:
+    """Column names of an existing CSV file (rows appended later keep its columns), else ``None``."""
+    if not path.exists():
+        return None
+    with open(path, newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), None)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an out-of-memory error of torch (CUDA or another device)."""
+    import torch
+
+    oom = getattr(torch.cuda, "OutOfMemoryError", None)
+    if oom is not None and isinstance(error, oom):
+        return True
+    return isinstance(error, RuntimeError) and "out of memory" in str(error)
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def split_seed(batch_seed: int, path: str) -> int:
+    """Seed of one part of a batch split after an out-of-memory error.
+
+    A batch of seed ``s`` that does not fit is split into a first half ``"a"`` (the
+    larger when the size is odd) and a second half ``"b"``; a half that does not fit
+    either is split again (``"aa"``, ``"ab"``, ...). Part ``path`` gets the seed
+    ``SeedSequence(s, spawn_key=(0 for a, 1 for b, ...)).generate_state(1, uint64)[0] >> 1``
+    (numpy's :class:`~numpy.random.SeedSequence`, stable across platforms and
+    versions): deterministic, independent of the other parts and of the unsplit seeds
+    ``seed + batch``.
+
+    Parameters
+    ----------
+    batch_seed:
+        Seed of the batch (``config.seed + batch``).
+    path:
+        The part: a non-empty string of ``"a"`` and ``"b"``.
+
+    Returns
+    -------
+    int
+        A seed in ``[0, 2**63)``.
+
+    Example
+    -------
+    >>> split_seed(3, "a") == split_seed(3, "a") != split_seed(3, "b")
+    True
+    """
+    if not path or set(path) - {"a", "b"}:
+        raise ValueError(f"a split path is a non-empty string of 'a' and 'b', got {path!r}")
+    key = tuple(0 if c == "a" else 1 for c in path)
+    state = np.random.SeedSequence(int(batch_seed), spawn_key=key).generate_state(1, dtype=np.uint64)
+    return int(state[0]) >> 1
+
+
+def _run_batch(dynamics_for: Callable[[int, int], Any], size: int, batch_seed: int, prepared=None,
+               path: str = "") -> list:
+    """Run one batch; on out-of-memory split it in halves (see :func:`split_seed`) down to 1 structure.
+
+    Structures of a split batch carry ``atoms.info["split"]`` (their part, e.g. ``"ab"``)
+    and ``atoms.info["seed"]`` (the part's seed). An out-of-memory error of a single
+    structure is raised.
+    """
+    seed = split_seed(batch_seed, path) if path else batch_seed
+    failed = None
+    try:
+        dynamics = prepared if prepared is not None else dynamics_for(size, seed)
+        prepared = None
+        with dynamics:
+            dynamics.run()
+            structures = dynamics.get_structures()
+    except RuntimeError as error:
+        if size <= 1 or not is_out_of_memory(error):
+            raise
+        failed = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+    if failed is None:
+        if path:
+            for atoms in structures:
+                atoms.info.update({"split": path, "seed": seed})
+        return structures
+    # outside the except block: the traceback (and the tensors its frames hold) is gone
+    dynamics = prepared = None
+    _release_memory()
+    first = (size + 1) // 2
+    logger.warning("batch of %d structures (seed %d%s) ran out of memory (%s); splitting into %d + %d",
+                   size, batch_seed, f", part {path}" if path else "", failed, first, size - first)
+    return (_run_batch(dynamics_for, first, batch_seed, None, path + "a")
+            + _run_batch(dynamics_for, size - first, batch_seed, None, path + "b"))
+
+
+#: Batch size of ``batch_size="auto"`` off CUDA.
+AUTO_BATCH_SIZE_CPU = 16
+#: Structures of the probe batch whose peak memory gives the per-structure estimate.
+AUTO_PROBE_STRUCTURES = 8
+
+
+def choose_batch_size(free_bytes: float, per_structure_bytes: float, num_structures: int,
+                      safety: float = 0.8) -> int:
+    """Largest batch that fits ``safety * free_bytes``, then balanced over the batches needed.
+
+    Parameters
+    ----------
+    free_bytes:
+        Free device memory.
+    per_structure_bytes:
+        Peak memory one structure needs during a step.
+    num_structures:
+        Structures requested in all.
+    safety:
+        Fraction of the free memory to plan for.
+
+    Returns
+    -------
+    int
+        A batch size in ``[1, num_structures]``; ``num_structures`` split into the
+        fewest batches that fit, of (nearly) equal size.
+
+    Example
+    -------
+    >>> choose_batch_size(100e9, 0.5e9, 1000)   # 160 fit; 7 batches of at most 143
+    143
+    """
+    if per_structure_bytes <= 0:
+        return num_structures
+    largest = max(1, min(num_structures, int(safety * free_bytes // per_structure_bytes)))
+    n_batches = math.ceil(num_structures / largest)
+    return math.ceil(num_structures / n_batches)
+
+
+def auto_batch_size(model, config: GenerateConfig, objective=None) -> int:
+    """Batch size for ``batch_size="auto"``: the largest that fits the free GPU memory.
+
+    On CUDA, one step of a probe batch of :data:`AUTO_PROBE_STRUCTURES` structures with
+    the run's settings (a guided step when guidance acts, from the prior state) gives the
+    peak memory per structure; :func:`choose_batch_size` turns it and
+    ``torch.cuda.mem_get_info`` into a batch size. Off CUDA, :data:`AUTO_BATCH_SIZE_CPU`
+    (at most ``num_structures``). An estimate that proves too large is still safe: a
+    batch that runs out of memory is split and retried.
+    """
+    import torch
+
+    from aseguide.optimize import GuidedDiffusion
+
+    device = torch.device(config.device) if config.device else torch.device(getattr(model, "device", "cpu"))
+    if device.type != "cuda":
+        return min(config.num_structures, AUTO_BATCH_SIZE_CPU)
+    probe = min(AUTO_PROBE_STRUCTURES, config.num_structures)
+    _release_memory()
+    torch.cuda.synchronize(device)
+    baseline = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    with GuidedDiffusion(model, objective, batch_size=probe, num_atoms=config.num_atoms,
+                         chemical_system=config.chemical_system, guidance_factor=config.guidance_factor,
+                         steps=config.steps, seed=config.seed, device=config.device, precision=config.precision,
+                         **dict(config.guidance)) as probe_run:
+        guided = [i for i in range(probe_run.steps) if probe_run.strengths(i) != (0.0, 0.0)]
+        probe_run.nsteps = guided[-1] if guided else probe_run.steps - 1
+        probe_run.step()
+        torch.cuda.synchronize(device)
+        per_structure = (torch.cuda.max_memory_allocated(device) - baseline) / probe
+    del probe_run
+    _release_memory()
+    free, _ = torch.cuda.mem_get_info(device)
+    size = choose_batch_size(free, per_structure, config.num_structures)
+    logger.info("batch_size=auto: %.3f GiB per structure, %.1f GiB free -> %d", per_structure / 2**30,
+                free / 2**30, size)
+    return size
+
+
 def _load_model(config: GenerateConfig):
     from aseguide.models.mattergen import load_model
 
@@ -252,11 +453,15 @@ def generate(
     progress_file = output / "progress.json"
     stored = output / "config.json"
     done_batches = 0
+    record: dict[str, Any] = {}
     if progress_file.exists():
         if not resume:
             raise ValueError(f"output folder {str(output)!r} already holds a run; use --resume to continue "
                              "it or choose another output")
         previous = json.loads(stored.read_text()) if stored.exists() else {}
+        # settings added after the run was stored take their default values
+        previous = {**{f.name: f.default for f in dataclasses.fields(GenerateConfig)
+                       if f.default is not dataclasses.MISSING}, **previous}
         current = json.loads(json.dumps(config.todict(), default=str))
         differing = sorted(k for k in set(previous) | set(current)
                            if k not in ("num_structures", "output") and previous.get(k) != current.get(k))
@@ -272,30 +477,43 @@ def generate(
                     handle.truncate(size)
     objective = build_objective(config.objectives, config.combine)
     model = model if model is not None else _load_model(config)
-    n_batches = math.ceil(config.num_structures / config.batch_size)
+    batch_size = config.batch_size
+    if batch_size == "auto":
+        batch_size = int(record["batch_size"]) if record.get("batch_size") else \
+            auto_batch_size(model, config, objective)
+    n_batches = math.ceil(config.num_structures / batch_size)
 
-    def dynamics_for(batch_index: int) -> GuidedDiffusion:
-        size = min(config.batch_size, config.num_structures - batch_index * config.batch_size)
+    def batch_size_of(batch_index: int) -> int:
+        return min(batch_size, config.num_structures - batch_index * batch_size)
+
+    def dynamics_for(size: int, seed: int) -> GuidedDiffusion:
         return GuidedDiffusion(
             model, objective, batch_size=size, num_atoms=config.num_atoms,
             chemical_system=config.chemical_system, guidance_factor=config.guidance_factor,
-            steps=config.steps, seed=config.seed + batch_index, device=config.device, **dict(config.guidance),
+            steps=config.steps, seed=seed, device=config.device, precision=config.precision,
+            **dict(config.guidance),
         )
 
     # Settings the model rejects (conditions, sizes, strengths) fail here, before any file exists.
-    first = dynamics_for(done_batches) if done_batches < n_batches else None
+    first = None
+    if done_batches < n_batches:
+        try:
+            first = dynamics_for(batch_size_of(done_batches), config.seed + done_batches)
+        except RuntimeError as error:  # the prior alone did not fit: the batch loop splits it
+            if not is_out_of_memory(error):
+                raise
+            _release_memory()
     output.mkdir(parents=True, exist_ok=True)
     (output / "cifs").mkdir(exist_ok=True)
     _write_json(stored, config.todict())
 
     start_time = time.perf_counter()
-    produced = done_batches * config.batch_size
+    produced = done_batches * batch_size
     for batch_index in range(done_batches, n_batches):
         seed = config.seed + batch_index
-        dynamics = first if batch_index == done_batches else dynamics_for(batch_index)
-        with dynamics:
-            dynamics.run()
-            structures = dynamics.get_structures()
+        prepared = first if batch_index == done_batches else None
+        first = None
+        structures = _run_batch(dynamics_for, batch_size_of(batch_index), seed, prepared)
         parts = {}
         if objective is not None and hasattr(objective, "parts"):
             from aseguide.state import CrystalBatch
@@ -306,14 +524,15 @@ def generate(
                 parts = {name: np.asarray(v.detach().cpu()) for name, v in values.items()}
         rows = []
         text = io.StringIO()
-        first_index = batch_index * config.batch_size
+        first_index = batch_index * batch_size
         for offset, atoms in enumerate(structures):
             index = first_index + offset
-            atoms.info.update({"index": index, "batch": batch_index, "seed": seed})
-            row = {"index": index, "batch": batch_index, "seed": seed,
+            part_seed = atoms.info.get("seed", seed)
+            atoms.info.update({"index": index, "batch": batch_index, "seed": part_seed})
+            row = {"index": index, "batch": batch_index, "seed": part_seed,
                    "formula": atoms.get_chemical_formula(), "natoms": len(atoms),
                    "loss": atoms.info.get("loss", ""), "satisfied": atoms.info.get("satisfied", ""),
-                   "finite": atoms.info.get("finite", True)}
+                   "finite": atoms.info.get("finite", True), "split": atoms.info.get("split", "")}
             for name, value in parts.items():
                 if offset < len(value):
                     row[f"loss_{name}"] = float(value[offset])
@@ -324,8 +543,8 @@ def generate(
             write(output / "cifs" / f"gen_{first_index + offset}.cif", atoms, format="cif")
         _atomic_append(output / "structures.extxyz", text.getvalue())
         table = io.StringIO()
-        fieldnames = list(rows[0])
         results = output / "results.csv"
+        fieldnames = _csv_header(results) or list(rows[0])
         writer = csv.DictWriter(table, fieldnames=fieldnames, extrasaction="ignore")
         if not results.exists():
             writer.writeheader()
@@ -334,7 +553,7 @@ def generate(
         produced = first_index + len(structures)
         sizes = {name: (output / name).stat().st_size for name in ("structures.extxyz", "results.csv")}
         _write_json(progress_file, {"batches_done": batch_index + 1, "structures": produced,
-                                    "batches_total": n_batches, "sizes": sizes})
+                                    "batches_total": n_batches, "batch_size": batch_size, "sizes": sizes})
         if progress is not None:
             progress(produced, config.num_structures, time.perf_counter() - start_time)
     return RunSummary(output=output, num_structures=produced, batches_done=n_batches,

@@ -24,6 +24,7 @@ True
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import time
@@ -37,6 +38,7 @@ from ase.optimize.optimize import BaseDynamics
 from aseguide.guidance import DEFAULT_FLOOR, SCHEDULES, diffusion_step, is_guided_step, schedule_weight
 from aseguide.io import FrameWriter, write_structures
 from aseguide.models.base import CONTINUOUS_FIELDS, ScoreBackend
+from aseguide.precision import check_precision
 from aseguide.state import CrystalBatch
 
 __all__ = ["GuidedDiffusion", "sample_num_atoms"]
@@ -135,6 +137,16 @@ def _schedule(name: str, value) -> str | Callable:
     return value
 
 
+def _accepts_keyword(function: Callable, name: str) -> bool:
+    """Whether ``function`` takes a keyword argument ``name`` (explicitly or through ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+               or p.kind == p.VAR_KEYWORD for p in parameters)
+
+
 def _rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 
@@ -212,6 +224,11 @@ class GuidedDiffusion(BaseDynamics):
         Classifier-free guidance factor; ``None``: 2.0 with ``chemical_system``, else 1.0.
     floor:
         Gradient-norm floor of the normalisation.
+    precision:
+        Precision policy of the network (``"mixed"``, ``"fp32"``, ``"bf16"``; see
+        :mod:`aseguide.precision`), passed to ``model.session`` when the backend accepts a
+        ``precision`` keyword (MatterGen); a backend without a network (the analytic one)
+        ignores it. ``None``: the backend's default.
 
     Raises
     ------
@@ -246,6 +263,7 @@ class GuidedDiffusion(BaseDynamics):
         fields: Sequence[str] = CONTINUOUS_FIELDS,
         guidance_factor: float | None = None,
         floor: float = DEFAULT_FLOOR,
+        precision: str | None = None,
     ) -> None:
         if not isinstance(model, ScoreBackend):
             raise ValueError(f"model must be a ScoreBackend (e.g. from load_model), got {type(model).__name__}")
@@ -295,6 +313,10 @@ class GuidedDiffusion(BaseDynamics):
             guidance_factor = 2.0 if conditions else 1.0
         self.guidance_factor = _number("guidance_factor", guidance_factor)
         self.num_atoms_request = num_atoms
+        self.precision = None if precision is None else check_precision(precision)
+        session_options = {}
+        if self.precision is not None and _accepts_keyword(model.session, "precision"):
+            session_options["precision"] = self.precision
         counts = sample_num_atoms(num_atoms, self.batch_size, self.seed, model.max_atoms)
 
         super().__init__(None, logfile=logfile, trajectory=None)
@@ -306,7 +328,8 @@ class GuidedDiffusion(BaseDynamics):
         with torch.random.fork_rng(devices=self._rng_devs):
             torch.manual_seed(self.seed)
             self.session = model.session(counts, self.steps, conditions=conditions,
-                                         guidance_factor=self.guidance_factor, device=device)
+                                         guidance_factor=self.guidance_factor, device=device,
+                                         **session_options)
             self._x: CrystalBatch = self.session.prior()
             self._rng = self._get_rng()
         self._times = self.session.timesteps()

@@ -20,8 +20,11 @@ Example
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ import torch
 from aseguide.models._mattergen_compat import prepare_mattergen
 from aseguide.models.base import SamplingSession, ScoreBackend, Scores
 from aseguide.models.mattergen_config import sampler_settings
+from aseguide.precision import DEFAULT_PRECISION, check_precision, network_precision, uses_autocast
 from aseguide.state import CrystalBatch, symbols_to_numbers, wrap_fractional
 
 __all__ = [
@@ -241,9 +245,11 @@ class MatterGenModel(ScoreBackend):
         conditions: dict | None = None,
         guidance_factor: float = 1.0,
         device: torch.device | str | None = None,
+        precision: str = DEFAULT_PRECISION,
     ) -> "MatterGenSession":
+        """A :class:`MatterGenSession`; ``precision`` is a policy of :mod:`aseguide.precision`."""
         return MatterGenSession(self, num_atoms, steps, conditions=conditions,
-                                guidance_factor=guidance_factor, device=device)
+                                guidance_factor=guidance_factor, device=device, precision=precision)
 
 
 def normalize_chemical_system(value: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -266,8 +272,51 @@ def normalize_chemical_system(value: str | list[str] | tuple[str, ...]) -> list[
     return elements
 
 
+@contextlib.contextmanager
+def _geometry_in_fp32(denoiser: torch.nn.Module, device_type: str) -> Iterator[None]:
+    """Inside an autocast region, run GemNet's geometry (positions, radius graph) without autocast.
+
+    Temporarily wraps ``frac_to_cart_coords_with_lattice`` as GemNet's modules see it
+    and the ``generate_interaction_graph`` method of this model's GemNet instance;
+    everything is restored on exit.
+    """
+    import importlib
+
+    def full_precision(function: Callable) -> Callable:
+        @functools.wraps(function)
+        def wrapped(*args, **kwargs):
+            with torch.autocast(device_type=device_type, enabled=False):
+                return function(*args, **kwargs)
+        return wrapped
+
+    patched: list[tuple[Any, str, Any]] = []
+    try:
+        for name in ("mattergen.common.gemnet.gemnet", "mattergen.common.gemnet.gemnet_ctrl"):
+            module = importlib.import_module(name)
+            original = getattr(module, "frac_to_cart_coords_with_lattice", None)
+            if original is not None:
+                patched.append((module, "frac_to_cart_coords_with_lattice", original))
+                module.frac_to_cart_coords_with_lattice = full_precision(original)
+        gemnet = getattr(denoiser, "gemnet", None)
+        if gemnet is not None and hasattr(gemnet, "generate_interaction_graph"):
+            gemnet.generate_interaction_graph = full_precision(gemnet.generate_interaction_graph)
+            patched.append((gemnet, "generate_interaction_graph", None))
+        yield
+    finally:
+        for owner, name, original in reversed(patched):
+            if original is None:
+                del owner.__dict__[name]  # the instance attribute: the class method shows again
+            else:
+                setattr(owner, name, original)
+
+
 class MatterGenSession(SamplingSession):
-    """Sampling one batch with a MatterGen model (see :class:`SamplingSession`)."""
+    """Sampling one batch with a MatterGen model (see :class:`SamplingSession`).
+
+    ``precision`` (``"mixed"``, ``"fp32"`` or ``"bf16"``, see :mod:`aseguide.precision`)
+    applies to the network call only; its outputs are cast back to float32 and all
+    sampler math stays in float32.
+    """
 
     def __init__(
         self,
@@ -278,6 +327,7 @@ class MatterGenSession(SamplingSession):
         conditions: dict | None = None,
         guidance_factor: float = 1.0,
         device: torch.device | str | None = None,
+        precision: str = DEFAULT_PRECISION,
     ):
         prepare_mattergen()
         from hydra.utils import instantiate
@@ -312,6 +362,7 @@ class MatterGenSession(SamplingSession):
             )
         if guidance_factor < 0:
             raise ValueError(f"guidance_factor must be >= 0, got {guidance_factor}")
+        self.precision = check_precision(precision)
         self.model = model
         self.conditions = model.validate_conditions(conditions)
         self.guidance_factor = float(guidance_factor)
@@ -409,10 +460,27 @@ class MatterGenSession(SamplingSession):
         graph = self._template.replace(**samples)
         return self._crystal(graph)
 
+    def _call_network(self, graph, t: torch.Tensor):
+        """``score_fn`` under the precision policy, floating outputs cast back to the state's dtype.
+
+        Under a bf16 autocast the geometry inside GemNet (fractional to Cartesian
+        coordinates, the periodic radius graph and its distances) still runs in float32:
+        neighbour lists and cutoffs are decided at full precision, only the network's
+        dense layers use bf16.
+        """
+        if not uses_autocast(self.precision, self.device):
+            with network_precision(self.precision, self.device):
+                return self.model.diffusion_module.score_fn(graph, t)
+        with network_precision(self.precision, self.device), \
+                _geometry_in_fp32(self.model.diffusion_module.model, self.device.type):
+            out = self.model.diffusion_module.score_fn(graph, t)
+        dtype = graph[_POS].dtype
+        return out.replace(**{key: out[key].to(dtype) for key in (_POS, _CELL, _SPECIES)
+                              if torch.is_floating_point(out[key]) and out[key].dtype != dtype})
+
     def _network_score(self, graph, t: torch.Tensor):
-        module = self.model.diffusion_module
         try:
-            return module.score_fn(graph, t)
+            return self._call_network(graph, t)
         except (IndexError, RuntimeError) as error:
             if "out of memory" in str(error):
                 raise
@@ -427,7 +495,7 @@ class MatterGenSession(SamplingSession):
         for key in ("_USE_UNCONDITIONAL_EMBEDDING",):
             if key in graph:
                 padded = padded.replace(**{key: {k: torch.cat([v, v[:1]]) for k, v in graph[key].items()}})
-        out = module.score_fn(padded, torch.cat([t, t[:1]]))
+        out = self._call_network(padded, torch.cat([t, t[:1]]))
         return graph.replace(pos=out["pos"][:n], cell=out["cell"][:s], atomic_numbers=out["atomic_numbers"][:n])
 
     def _raw_score(self, graph, t: torch.Tensor):

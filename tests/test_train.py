@@ -1,0 +1,174 @@
+"""``aseguide train`` on CPU: tiny configuration, a few steps, a 32-structure subset of carbon_24."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("mattergen")
+
+from conftest import shared_data  # noqa: E402
+
+from aseguide.train import TrainConfig, split_indices  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny model trained through the command line (3 steps, 32 structures, 8 held out)."""
+    from aseguide.cli import main
+
+    data = shared_data("carbon_24", "val.csv")
+    out = tmp_path_factory.mktemp("trained") / "carbon-tiny"
+    code = main(["train", "--preset", "tiny", "--data", str(data), "--steps", "3", "--subset", "32",
+                 "--held-out", "8", "--output", str(out), "--quiet"])
+    assert code == 0
+    return out
+
+
+def test_checkpoint_layout_and_finite_loss(trained):
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(trained / "config.yaml")
+    assert config.lightning_module._target_ == "mattergen.diffusion.lightning_module.DiffusionLightningModule"
+    ckpt = torch.load(trained / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    keys = list(ckpt["state_dict"])
+    assert keys and all(k.startswith("diffusion_module.") for k in keys)
+    assert ckpt["aseguide"]["steps"] == 3
+    log = np.genfromtxt(trained / "train_log.csv", delimiter=",", names=True)
+    assert len(log) == 3 and np.all(np.isfinite(log["train_loss"]))
+    assert np.isfinite(log["held_out_loss"][-1])
+    card = (trained / "model_card.md").read_text()
+    for text in ("## Data", "held out", "parameters", "steps: 3", "training loss", "atoms/Å³"):
+        assert text in card
+
+
+def test_split_file_and_density_recorded(trained):
+    split = json.loads((trained / "split.json").read_text())
+    assert len(split["held_out_rows"]) == 8 and len(split["train_rows"]) == 32
+    assert not set(split["held_out_ids"]) & set(split["train_ids"])
+    density = json.loads(json.dumps(torch.load(trained / "checkpoints" / "last.ckpt", weights_only=False)
+                                    ["aseguide"]["average_density"]))
+    assert 0.14 < density < 0.18  # carbon_24, not MP-20's 0.058
+    from omegaconf import OmegaConf
+
+    vpsde = OmegaConf.load(trained / "config.yaml").lightning_module.diffusion_module.corruption.sdes.cell
+    assert vpsde.vpsde_config.limit_density == pytest.approx(density)
+
+
+def test_load_and_sample(trained):
+    from aseguide import load_model
+    from aseguide.optimize import GuidedDiffusion
+
+    model = load_model(trained, device="cpu")
+    opt = GuidedDiffusion(model, None, batch_size=2, num_atoms=6, steps=3, seed=0)
+    opt.run()
+    structures = opt.get_structures()
+    assert len(structures) == 2
+    assert all(len(a) == 6 and np.all(np.isfinite(a.get_positions())) for a in structures)
+
+
+def test_packaged_model_name_resolves(trained, tmp_path, monkeypatch):
+    from aseguide import load_model
+    from aseguide.models import registry
+
+    packaged = tmp_path / "models"
+    shutil.copytree(trained, packaged / "carbon-24-small")
+    monkeypatch.setattr(registry, "PACKAGED_MODELS_DIR", packaged)
+    assert "carbon-24-small" in registry.packaged_models()
+    model = load_model("carbon-24-small", device="cpu")
+    assert model.num_parameters() > 0
+
+
+def test_data_conversion_round_trips_real_structures(tmp_path):
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from aseguide.train import _atoms_from_cif, chemgraph_to_atoms, read_dataset, to_chemgraphs
+
+    table = read_dataset([shared_data("carbon_24", "test.csv")]).iloc[[0, 7, 100, 1000, 2000]]
+    graphs = to_chemgraphs(table, tmp_path)
+    matcher = StructureMatcher()
+    for cif, graph in zip(table["cif"], graphs):
+        original, converted = _atoms_from_cif(cif), chemgraph_to_atoms(graph)
+        assert converted.get_volume() / len(converted) == pytest.approx(original.get_volume() / len(original),
+                                                                         rel=1e-4)
+        assert matcher.fit(AseAtomsAdaptor.get_structure(original), AseAtomsAdaptor.get_structure(converted))
+        # the lattice is MatterGen's symmetric (polar-decomposed) form
+        assert np.allclose(graph.cell[0], graph.cell[0].T, atol=1e-4)
+
+
+def test_split_is_deterministic_and_disjoint():
+    a_train, a_held = split_indices(4062, 300, seed=0)
+    b_train, b_held = split_indices(4062, 300, seed=0)
+    assert np.array_equal(a_train, b_train) and np.array_equal(a_held, b_held)
+    assert len(a_held) == 300 and not set(a_train) & set(a_held)
+    assert sorted(np.concatenate([a_train, a_held]).tolist()) == list(range(4062))
+    assert not np.array_equal(split_indices(4062, 300, seed=1)[1], a_held)
+    with pytest.raises(ValueError):
+        split_indices(10, 10)
+
+
+def test_config_validation_and_cli_usage_errors(tmp_path):
+    from aseguide.cli import main
+
+    assert TrainConfig().hidden_dim >= 128 and TrainConfig().cutoff == 7.0
+    with pytest.raises(ValueError, match="unknown training settings"):
+        TrainConfig.from_dict({"hiden_dim": 3})
+    with pytest.raises(ValueError, match="ema_decay"):
+        TrainConfig.from_dict({"ema_decay": 1.5})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: tiny\nlearning_rat: 0.1\n")
+    assert main(["train", str(bad)]) == 2
+    assert main(["train", "--preset", "tiny", "--data", str(tmp_path / "missing.csv")]) == 2
+
+
+def test_default_config_fits_the_size_budget():
+    """The GPU configuration stays under 15 MB of float32 weights (counted, not trained)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from aseguide.models._mattergen_compat import prepare_mattergen
+    from aseguide.models.mattergen_config import lightning_module_config
+
+    prepare_mattergen()
+    module = instantiate(OmegaConf.create(lightning_module_config(**TrainConfig().model_sizes()))["lightning_module"])
+    n = sum(p.numel() for p in module.parameters())
+    assert 1.5e6 < n and 4 * n < 15e6
+
+
+def test_carbon_case_study_script_runs_with_the_trained_model(trained, tmp_path):
+    """examples/carbon/run.py end to end on the tiny model: 2 structures, 2 steps per run."""
+    import importlib.util
+    from pathlib import Path
+
+    import yaml
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "carbon"
+    for name in ("unguided.yaml", "config_volume.yaml", "config_cn4.yaml", "config_cn3.yaml"):
+        config = yaml.safe_load((folder / name).read_text())
+        assert config["model"] == "carbon-24-small" and config["num_structures"] == 1000 and config["seed"] == 0
+    cn4 = yaml.safe_load((folder / "config_cn4.yaml").read_text())["objectives"]
+    assert {o["type"] for o in cn4} == {"Coordination", "MinDistance"}
+    assert [o["r_min"] for o in cn4 if o["type"] == "MinDistance"] == [1.1]
+    spec = importlib.util.spec_from_file_location("carbon_run", folder / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "carbon"
+    with pytest.warns(UserWarning):  # the 3-step model's species are not yet carbon
+        module.main(["--model", str(trained), "--steps", "2", "--num-structures", "2", "--batch-size", "2",
+                     "--device", "cpu", "--output", str(out), "--model-dir", str(trained)])
+    table = (out / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in ("volume", "cn4", "cn3"))
+    assert (out / "report_cn4" / "summary.json").is_file()
