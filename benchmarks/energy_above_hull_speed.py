@@ -81,33 +81,20 @@ def run(potential: str = "chgnet", batch_size: int = 256, n_atoms: int = 20, dev
     }
 
 
-def sampler_step_seconds(kind: str, batch_size: int, n_atoms: int, device: str | None = None) -> float:
+def random_model_step_seconds(kind: str, batch_size: int, n_atoms: int, device: str | None = None) -> float:
     """Seconds of one unguided corrector + predictor step of a random MatterGen model."""
     import tempfile
 
     from aseguide.models import load_model
     from aseguide.models.mattergen_config import FULL_SIZE
-    from aseguide.testing import make_tiny_model
+    from aseguide.testing import make_tiny_model, sampler_step_seconds
 
     with tempfile.TemporaryDirectory() as folder:
         sizes = FULL_SIZE if kind == "full" else {}
         path = make_tiny_model(folder, calibrate=False, **({**sizes, "cutoff": 7.0, "max_neighbors": 50}
                                                            if kind == "full" else {}))
         model = load_model(path, device=device)
-    session = model.session(torch.full((batch_size,), n_atoms), 1000)
-    torch.manual_seed(0)
-    x = session.prior()
-    t = torch.full((batch_size,), 0.5, device=session.device)
-    with torch.no_grad():
-        session.score(x, t)  # warm-up
-        # Both network calls on the prior state (realistic density and graph): a random
-        # network would blow the cell up after one step and make later steps cheap.
-        start = time.perf_counter()
-        session.corrector(x, t)
-        session.predictor(x, t, session.score(x, t))
-        if session.device.type == "cuda":
-            torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return sampler_step_seconds(model, batch_size, n_atoms)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -122,7 +109,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     result = run(args.potential, args.batch_size, args.n_atoms, args.device, args.repeats)
     if args.sampler != "none":
-        step = sampler_step_seconds(args.sampler, args.batch_size, args.n_atoms, args.device)
+        step = random_model_step_seconds(args.sampler, args.batch_size, args.n_atoms, args.device)
         result.update(sampler=args.sampler, seconds_sampler_step=step,
                       ratio_energy_to_sampler_step=result["seconds_loss_and_grad"] / step)
     print(json.dumps(result))

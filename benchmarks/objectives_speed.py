@@ -86,22 +86,11 @@ def tiny_step_seconds(n_structures: int, n_atoms: int, device: str) -> float:
     import tempfile
 
     from aseguide.models import load_model
-    from aseguide.testing import make_tiny_model
+    from aseguide.testing import make_tiny_model, sampler_step_seconds
 
     with tempfile.TemporaryDirectory() as folder:
         model = load_model(make_tiny_model(folder), device=device)
-    session = model.session(torch.full((n_structures,), n_atoms), 1000)
-    torch.manual_seed(0)
-    x = session.prior()
-    t = torch.full((n_structures,), 0.5, device=session.device)
-    with torch.no_grad():
-        session.score(x, t)  # warm-up
-        start = time.perf_counter()
-        session.corrector(x, t)
-        session.predictor(x, t, session.score(x, t))
-        if session.device.type == "cuda":
-            torch.cuda.synchronize()
-    return time.perf_counter() - start
+    return sampler_step_seconds(model, n_structures, n_atoms)
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["make_tiny_model", "TINY_SIZE"]
+__all__ = ["make_tiny_model", "sampler_step_seconds", "TINY_SIZE"]
 
 #: GemNet-T sizes of the tiny model (a few thousand parameters).
 TINY_SIZE = dict(hidden_dim=16, num_blocks=1, num_radial=8, num_spherical=3, emb_size_trip=8,
@@ -125,3 +125,35 @@ def _calibrate_output_scale(module, *, target_rms: float, seed: int) -> None:
                 return
             for head in heads:
                 head.mul_(target_rms / rms)
+
+
+def sampler_step_seconds(model, batch_size: int, n_atoms: int, t: float = 0.5) -> float:
+    """Seconds of one unguided predictor-corrector step (two network calls) of ``model``.
+
+    Both calls run on the prior state (realistic density and graph): a random network
+    would blow the cell up after one real step and make later steps unrealistically
+    cheap (empty graphs). Used by the benchmarks.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from aseguide import load_model
+    >>> model = load_model(make_tiny_model(tempfile.mkdtemp()), device="cpu")
+    >>> sampler_step_seconds(model, 2, 4) > 0
+    True
+    """
+    import time
+
+    session = model.session(torch.full((batch_size,), n_atoms), 1000)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        x = session.prior()
+    times = torch.full((batch_size,), t, device=session.device)
+    with torch.no_grad():
+        session.score(x, times)  # warm-up
+        start = time.perf_counter()
+        session.corrector(x, times)
+        session.predictor(x, times, session.score(x, times))
+        if session.device.type == "cuda":
+            torch.cuda.synchronize()
+    return time.perf_counter() - start
