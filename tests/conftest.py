@@ -18,6 +18,21 @@ def shared_data(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Run a test module with one torch thread (module fixtures included).
+
+    Tests make many small tensor calls; on the shared 2-core machine two OpenMP threads
+    mostly wait on each other (measured: the tiny network 12 s against 0.1 s a run).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     from aseguide.testing import make_tiny_model

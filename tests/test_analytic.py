@@ -14,18 +14,13 @@ from aseguide.models.analytic import GaussianBackend, GaussianMixture, counter_n
 from aseguide.models.base import SamplingSession, ScoreBackend
 from aseguide.optimize import GuidedDiffusion
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 DT = torch.float64
 POS = GaussianMixture([[0.3, 0.3, 0.3], [0.7, 0.6, 0.5]], [0.05, 0.08], [0.3, 0.7])
 LAT_MEANS = [np.diag([4.0, 4.0, 4.0]), np.diag([5.0, 3.5, 4.5])]
 LAT = GaussianMixture(LAT_MEANS, [0.3, 0.2], [0.5, 0.5])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _mixture_logpdf(z, alpha, sigma, means, stds, weights):

@@ -19,14 +19,7 @@ from aseguide.constraints import (
 )
 from aseguide.state import CrystalBatch
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """gradcheck makes hundreds of tiny calls: thread start-up would dominate on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_batch(seed: int = 0) -> CrystalBatch:

@@ -112,18 +112,6 @@ def _load_script(case: str):
     return module
 
 
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a loaded 2-core machine two OpenMP threads wait on each other
-    and the tiny network runs ~100 times slower (measured: 12 s against 0.1 s a run)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_case_study_script_runs_offline(case, tmp_path, tiny_conditioned_model_dir, one_thread):
     out = tmp_path / case

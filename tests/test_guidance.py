@@ -23,15 +23,10 @@ from aseguide.guidance import (
 from aseguide.models.analytic import GaussianBackend, GaussianMixture
 from aseguide.state import CrystalBatch
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 DT = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class CellTarget:

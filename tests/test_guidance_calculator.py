@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 from ase import Atoms
 from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_stress
 from ase.calculators.mixing import LinearCombinationCalculator
@@ -22,13 +21,7 @@ from aseguide.constraints import (
 )
 from aseguide.state import CrystalBatch
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def skewed_crystal() -> Atoms:

@@ -14,15 +14,10 @@ from aseguide.constraints import VolumePerAtom
 from aseguide.models.analytic import GaussianBackend, GaussianMixture
 from aseguide.optimize import GuidedDiffusion, sample_num_atoms
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
 DT = torch.float64
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class Trace:

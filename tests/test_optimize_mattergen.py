@@ -12,13 +12,7 @@ from aseguide.constraints import VolumePerAtom  # noqa: E402
 from aseguide.guidance import diffusion_step  # noqa: E402
 from aseguide.optimize import GuidedDiffusion  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
