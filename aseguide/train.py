@@ -49,6 +49,12 @@ __all__ = ["TrainConfig", "TrainSummary", "DEFAULT_DATA", "CARBON_AVERAGE_DENSIT
 #: carbon_24 (val + test) as shipped in ``../shared/data`` (CIF column + energy_per_atom).
 DEFAULT_DATA = ("../shared/data/carbon_24/val.csv", "../shared/data/carbon_24/test.csv")
 
+#: Periodic training state in ``<output>/checkpoints/`` (read by ``--resume``).
+RESUME_FILE = "resume.pt"
+
+#: Settings that may change between sittings of one run (everything else must match).
+RESUMABLE_CHANGES = ("steps", "max_minutes", "checkpoint_minutes", "eval_every", "eval_batches", "device", "output")
+
 #: Mean atomic density (atoms/Å^3) of carbon_24 as measured on GPU-NOTES' training split.
 CARBON_AVERAGE_DENSITY = 0.1587
 
@@ -79,6 +85,9 @@ class TrainConfig:
         Adam learning rate (MatterGen's optimizer partial), gradient-norm clip, EMA decay.
     eval_every, eval_batches : int
         Held-out loss every ``eval_every`` steps, averaged over ``eval_batches`` batches.
+    checkpoint_minutes : float
+        Wall time between periodic checkpoints (``checkpoints/resume.pt`` for ``--resume``,
+        and the EMA weights in ``checkpoints/last.ckpt``, usable while the run goes on).
     seed : int
         Seed of the initialisation and of the training noise.
     device : str
@@ -109,6 +118,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     eval_every: int = 500
     eval_batches: int = 4
+    checkpoint_minutes: float = 5.0
     seed: int = 0
     device: str = "auto"
 
@@ -362,7 +372,8 @@ def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.copy_(b)
 
 
-def train(config: TrainConfig, progress: Callable[[int, float, float], None] | None = None) -> TrainSummary:
+def train(config: TrainConfig, progress: Callable[[int, float, float, float], None] | None = None,
+          resume: bool = False) -> TrainSummary:
     """Train a MatterGen score model and save it in MatterGen's checkpoint layout.
 
     Parameters
@@ -370,7 +381,11 @@ def train(config: TrainConfig, progress: Callable[[int, float, float], None] | N
     config : TrainConfig
         Settings (see :class:`TrainConfig`).
     progress : callable, optional
-        Called as ``progress(step, seconds, training_loss)`` after every step.
+        Called as ``progress(step, seconds, training_loss, eta_seconds)`` after every step.
+    resume : bool
+        Continue from the periodic checkpoint ``checkpoints/resume.pt`` of ``config.output``
+        (weights, EMA, optimizer state, step, random state, losses). ``steps`` is the total
+        over all sittings; ``max_minutes`` bounds this sitting.
 
     Returns
     -------
@@ -433,43 +448,73 @@ def train(config: TrainConfig, progress: Callable[[int, float, float], None] | N
     log = ["step,seconds,train_loss,held_out_loss"]
     losses: list[float] = []
     held_losses: list[tuple[int, float]] = []
+    step = 0
+    previous_seconds = 0.0
+    resume_file = output / "checkpoints" / RESUME_FILE
+    if resume:
+        if not resume_file.is_file():
+            raise ValueError(f"--resume: no periodic checkpoint {resume_file} (start the run without --resume)")
+        saved = _load_resume(resume_file, config)
+        diffusion_module.load_state_dict(saved["model"])
+        ema.load_state_dict(saved["ema"])
+        optimizer.load_state_dict(saved["optimizer"])
+        generator.set_state(saved["generator"])
+        torch.set_rng_state(saved["torch_rng"])
+        step, previous_seconds = int(saved["step"]), float(saved["seconds"])
+        losses, held_losses, log = list(saved["losses"]), list(saved["held_losses"]), list(saved["log"])
+    log_file = output / "train_log.csv"
+    log_file.write_text("\n".join(log) + "\n")
+
+    def save_state() -> None:
+        _atomic_save({"model": diffusion_module.state_dict(), "ema": ema.state_dict(),
+                      "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
+                      "torch_rng": torch.get_rng_state(), "step": step,
+                      "seconds": previous_seconds + time.perf_counter() - start, "losses": losses,
+                      "held_losses": held_losses, "log": log, "train_config": dataclasses.asdict(config)},
+                     resume_file)
+        _save_sampling_checkpoint(ema, model_config, output, config, step,
+                                  previous_seconds + time.perf_counter() - start, density)
+
     diffusion_module.train()
     start = time.perf_counter()
-    step = 0
-    while step < config.steps and time.perf_counter() - start < 60.0 * config.max_minutes:
-        loss, _ = diffusion_module.calc_loss(sampler.batch())
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss at step {step + 1}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(diffusion_module.parameters(), config.grad_clip)
-        optimizer.step()
-        _ema_update(ema, diffusion_module, config.ema_decay)
-        step += 1
-        value = loss.item()
-        losses.append(value)
-        seconds = time.perf_counter() - start
-        held = ""
-        if step % config.eval_every == 0 or step == config.steps:
-            held_value = _held_out_loss(ema, held_graphs, config.batch_size, config.eval_batches, config.seed)
-            held_losses.append((step, held_value))
-            held = f"{held_value:.6g}"
-        log.append(f"{step},{seconds:.3f},{value:.6g},{held}")
-        if progress is not None:
-            progress(step, seconds, value)
-    seconds = time.perf_counter() - start
+    last_save = start
+    first_step = step
+    with open(log_file, "a") as log_stream:
+        while step < config.steps and time.perf_counter() - start < 60.0 * config.max_minutes:
+            loss, _ = diffusion_module.calc_loss(sampler.batch())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite training loss at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(diffusion_module.parameters(), config.grad_clip)
+            optimizer.step()
+            _ema_update(ema, diffusion_module, config.ema_decay)
+            step += 1
+            value = loss.item()
+            losses.append(value)
+            elapsed = time.perf_counter() - start
+            held = ""
+            if step % config.eval_every == 0 or step == config.steps:
+                held_value = _held_out_loss(ema, held_graphs, config.batch_size, config.eval_batches, config.seed)
+                held_losses.append((step, held_value))
+                held = f"{held_value:.6g}"
+            line = f"{step},{previous_seconds + elapsed:.3f},{value:.6g},{held}"
+            log.append(line)
+            log_stream.write(line + "\n")
+            log_stream.flush()
+            if progress is not None:
+                progress(step, previous_seconds + elapsed, value,
+                         _eta(step - first_step, elapsed, config.steps - step,
+                              60.0 * config.max_minutes - elapsed))
+            if time.perf_counter() - last_save >= 60.0 * config.checkpoint_minutes:
+                save_state()
+                last_save = time.perf_counter()
+    seconds = previous_seconds + time.perf_counter() - start
     if not held_losses or held_losses[-1][0] != step:
         held_losses.append((step, _held_out_loss(ema, held_graphs, config.batch_size, config.eval_batches,
                                                  config.seed)))
-
-    state = {f"diffusion_module.{k}": v.detach().cpu() for k, v in ema.state_dict().items()}
-    info = {"kind": "trained", "name": config.name, "weights": "ema", "ema_decay": config.ema_decay,
-            "steps": step, "seconds": seconds, "average_density": density,
-            "train_config": dataclasses.asdict(config)}
-    OmegaConf.save(OmegaConf.create(model_config), output / "config.yaml")
+    save_state()
     checkpoint = output / "checkpoints" / "last.ckpt"
-    torch.save({"state_dict": state, "aseguide": info}, checkpoint)
-    (output / "train_log.csv").write_text("\n".join(log) + "\n")
 
     window = max(1, min(50, len(losses) // 10 or 1))
     summary = TrainSummary(
@@ -481,6 +526,50 @@ def train(config: TrainConfig, progress: Callable[[int, float, float], None] | N
     )
     _write_model_card(output / "model_card.md", config, summary, device, conversion_seconds, held_losses)
     return summary
+
+
+def _eta(done: int, elapsed: float, steps_left: int, seconds_left: float) -> float:
+    """Seconds until the run stops: steps left at the measured rate, bounded by the time budget."""
+    if done <= 0:
+        return float("nan")
+    return max(0.0, min(steps_left * elapsed / done, seconds_left))
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _load_resume(path: Path, config: TrainConfig) -> dict[str, Any]:
+    """Read a periodic checkpoint and check that it belongs to the same run settings."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
+        raise ValueError(f"cannot read the periodic checkpoint {path} ({type(error).__name__}: {error}); "
+                         "it holds the training state written every checkpoint_minutes") from error
+    before = saved.get("train_config", {})
+    now = dataclasses.asdict(config)
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
+    if changed:
+        detail = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
+        raise ValueError(f"--resume with settings that differ from the saved run ({detail}); only "
+                         f"{', '.join(RESUMABLE_CHANGES)} may change between sittings")
+    return saved
+
+
+def _save_sampling_checkpoint(ema: torch.nn.Module, model_config: dict[str, Any], output: Path,
+                              config: TrainConfig, step: int, seconds: float, density: float) -> None:
+    """Write ``config.yaml`` and the EMA weights as ``checkpoints/last.ckpt`` (MatterGen's layout)."""
+    from omegaconf import OmegaConf
+
+    state = {f"diffusion_module.{k}": v.detach().cpu() for k, v in ema.state_dict().items()}
+    info = {"kind": "trained", "name": config.name, "weights": "ema", "ema_decay": config.ema_decay,
+            "steps": step, "seconds": seconds, "average_density": density,
+            "train_config": dataclasses.asdict(config)}
+    OmegaConf.save(OmegaConf.create(model_config), output / "config.yaml")
+    _atomic_save({"state_dict": state, "aseguide": info}, output / "checkpoints" / "last.ckpt")
 
 
 def _write_model_card(path: Path, config: TrainConfig, summary: TrainSummary, device: torch.device,
@@ -549,9 +638,53 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--subset", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in OUTPUT from its last periodic checkpoint (checkpoints/resume.pt)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.set_defaults(func=run_train)
     return p
+
+
+def _check_preset_agrees(preset: str, config_path: str, values: dict[str, Any]) -> None:
+    """``--preset`` with a CONFIG file: refuse settings of the file that contradict the preset."""
+    from aseguide.cli import UsageError
+
+    if "preset" in values and values["preset"] != preset:
+        raise UsageError(f"--preset {preset} contradicts 'preset: {values['preset']}' in {config_path}")
+    base = dataclasses.asdict(TrainConfig.tiny() if preset == "tiny" else TrainConfig())
+    neutral = {"data", "output", "name", "device", "preset"}
+    conflicts = sorted(k for k, v in values.items() if k not in neutral and k in base and base[k] != v)
+    if conflicts:
+        detail = ", ".join(f"{k}={values[k]!r} (preset {base[k]!r})" for k in conflicts)
+        raise UsageError(f"--preset {preset} and {config_path} disagree: {detail}; drop --preset to use the file, "
+                         "or override single settings with flags")
+
+
+class _ProgressBar:
+    """One status line on stderr: step, loss, elapsed time and ETA (tqdm when installed)."""
+
+    def __init__(self, total: int, enabled: bool = True) -> None:
+        self.total, self.enabled, self.bar = total, enabled, None
+        if enabled:
+            try:
+                from tqdm import tqdm
+            except ImportError:  # pragma: no cover - tqdm comes with MatterGen's dependencies
+                return
+            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True, mininterval=2.0)
+
+    def update(self, step: int, seconds: float, loss: float, eta: float) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.n = step
+            self.bar.set_postfix_str(f"loss {loss:.4f} eta {eta / 60:.1f} min", refresh=False)
+            self.bar.refresh()
+        elif step == 1 or step % 100 == 0:
+            print(f"step {step}/{self.total}  {seconds:.0f} s  loss {loss:.4f}  eta {eta / 60:.1f} min", flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -568,6 +701,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot read {args.config}: {error}") from error
         if not isinstance(values, dict):
             raise UsageError(f"{args.config}: expected a mapping of settings")
+    if args.preset and args.config:
+        _check_preset_agrees(args.preset, args.config, values)
     for key in ("preset", "data", "output", "steps", "max_minutes", "batch_size", "held_out", "subset", "seed",
                 "device"):
         if getattr(args, key) is not None:
@@ -580,11 +715,13 @@ def run_train(args: argparse.Namespace) -> int:
         if not Path(path).is_file():
             raise UsageError(f"data file not found: {path}")
 
-    def progress(step: int, seconds: float, loss: float) -> None:
-        if not args.quiet and (step == 1 or step % 100 == 0):
-            print(f"step {step}  {seconds:.0f} s  loss {loss:.4f}", flush=True)
-
-    summary = train(config, progress=progress)
+    bar = _ProgressBar(config.steps, enabled=not args.quiet)
+    try:
+        summary = train(config, progress=bar.update, resume=args.resume)
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    finally:
+        bar.close()
     print(f"{summary.steps} steps in {summary.seconds:.1f} s; loss {summary.first_loss:.4g} -> "
           f"{summary.final_loss:.4g}, held-out {summary.held_out_loss:.4g}; "
           f"{summary.num_parameters:,} parameters, model in {summary.output}")
