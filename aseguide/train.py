@@ -61,7 +61,7 @@ CARBON_AVERAGE_DENSITY = 0.1587
 
 @dataclasses.dataclass
 class TrainConfig:
-    """Settings of a training run; the defaults are the ``carbon-24-small`` GPU run.
+    """Settings of a training run; the defaults are the ``carbon-24-small`` CPU run.
 
     Attributes
     ----------
@@ -76,11 +76,13 @@ class TrainConfig:
     subset : int or None
         Use only the first ``subset`` rows of the permuted training rows (tests).
     hidden_dim, num_blocks, num_radial, num_spherical, emb_size_trip, emb_size_rbf, emb_size_cbf, emb_size_bil_trip
-        GemNet-T sizes. Default 144 / 3 blocks: 3.09 M parameters, a 12.4 MB checkpoint.
+        GemNet-T sizes. Default hidden 96, 2 blocks: 1.11 M parameters, a 4.5 MB checkpoint
+        (chosen on 2 CPU cores with ``benchmarks/train_candidates.py``).
     cutoff, max_neighbors : float, int
-        Radius graph (7 Å; 30 neighbours suffice for carbon at 1.6 Å bonds).
+        Radius graph (5 Å and 16 neighbours hold carbon's first two shells, 1.4-2.6 Å).
     batch_size, steps, max_minutes : int, int, float
-        Structures per step; the run stops after ``steps`` steps or ``max_minutes``.
+        Structures per step; the run stops after ``steps`` steps in total (over all
+        sittings) or after ``max_minutes`` of this sitting.
     learning_rate, grad_clip, ema_decay : float
         Adam learning rate (MatterGen's optimizer partial), gradient-norm clip, EMA decay.
     eval_every, eval_batches : int
@@ -100,19 +102,19 @@ class TrainConfig:
     held_out: int = 300
     split_seed: int = 0
     subset: int | None = None
-    hidden_dim: int = 144
-    num_blocks: int = 3
+    hidden_dim: int = 96
+    num_blocks: int = 2
     num_radial: int = 128
     num_spherical: int = 7
     emb_size_trip: int = 64
     emb_size_rbf: int = 16
     emb_size_cbf: int = 16
     emb_size_bil_trip: int = 64
-    cutoff: float = 7.0
-    max_neighbors: int = 30
-    batch_size: int = 256
-    steps: int = 12000
-    max_minutes: float = 25.0
+    cutoff: float = 5.0
+    max_neighbors: int = 16
+    batch_size: int = 64
+    steps: int = 9000
+    max_minutes: float = 140.0
     learning_rate: float = 3e-4
     grad_clip: float = 0.5
     ema_decay: float = 0.999
@@ -173,6 +175,8 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not (self.learning_rate > 0 and self.max_minutes > 0 and self.cutoff > 0):
             raise ValueError("learning_rate, max_minutes and cutoff must be positive")
+        if not self.checkpoint_minutes >= 0:
+            raise ValueError(f"checkpoint_minutes must be >= 0, got {self.checkpoint_minutes!r}")
 
     def model_sizes(self) -> dict[str, Any]:
         """Keyword arguments of :func:`~aseguide.models.mattergen_config.lightning_module_config`."""
