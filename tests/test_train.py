@@ -152,7 +152,7 @@ def test_carbon_case_study_script_runs_with_the_trained_model(trained, tmp_path)
     folder = Path(__file__).resolve().parents[1] / "examples" / "carbon"
     for name in ("unguided.yaml", "config_volume.yaml", "config_cn4.yaml", "config_cn3.yaml"):
         config = yaml.safe_load((folder / name).read_text())
-        assert config["model"] == "carbon-24-small" and config["num_structures"] == 1000 and config["seed"] == 0
+        assert config["model"] == "carbon-24-small" and config["num_structures"] == 200 and config["seed"] == 0
     cn4 = yaml.safe_load((folder / "config_cn4.yaml").read_text())["objectives"]
     assert {o["type"] for o in cn4} == {"Coordination", "MinDistance"}
     assert [o["r_min"] for o in cn4 if o["type"] == "MinDistance"] == [1.1]
@@ -162,9 +162,16 @@ def test_carbon_case_study_script_runs_with_the_trained_model(trained, tmp_path)
     out = tmp_path / "carbon"
     with pytest.warns(UserWarning):  # the 3-step model's species are not yet carbon
         module.main(["--model", str(trained), "--steps", "2", "--num-structures", "2", "--batch-size", "2",
-                     "--device", "cpu", "--output", str(out), "--model-dir", str(trained)])
+                     "--device", "cpu", "--output", str(out), "--model-dir", str(trained), "--energy"])
     table = (out / "results.md").read_text()
-    assert all(f"| {name} |" in table for name in ("volume", "cn4", "cn3"))
+    assert all(f"| {name} |" in table for name in ("volume", "cn4", "cn3", "ehull"))
+    summary = json.loads((out / "ehull_summary.json").read_text())
+    # the CHGNet carbon hull: graphite and diamond within 0.2 eV/atom of each other, about -9 eV/atom
+    from pymatgen.core import Composition
+
+    per_atom = [energy / Composition(formula).num_atoms for formula, energy in summary["hull"]["entries"]]
+    assert summary["hull"]["chemical_system"] == "C" and len(per_atom) == 1 and -10.5 < per_atom[0] < -8.0
+    assert summary["guided"]["n"] == summary["unguided"]["n"] == 2
     assert (out / "report_cn4" / "summary.json").is_file()
 
 

@@ -1,27 +1,42 @@
 #!/usr/bin/env bash
-# Regenerate the carbon model, its evaluation and the case studies (needs a GPU).
-# Usage, from the repository root:  bash examples/carbon/run_all.sh [train|evaluate|cases|all]
-# Stages can be run in separate sessions: each reads the previous stage's files.
+# Regenerate the carbon model, its evaluation and the case studies on a CPU (2 cores are enough).
+# Usage, from the repository root:  bash examples/carbon/run_all.sh [train|package|steps|evaluate|cases|all]
+# Every stage resumes where it stopped, so the whole can be spread over several sittings:
+#   train     aseguide train (continues from checkpoints/resume.pt when present; 9000 steps in total)
+#   package   copies the model to aseguide/data/models/carbon-24-small (load_model("carbon-24-small"))
+#   steps     quality vs number of sampling steps (64 structures at 100/250/500/1000 steps)
+#   evaluate  512 unguided structures at the default step count vs the held-out split
+#   cases     the four case studies, 200 guided + 200 unguided structures each
 set -euo pipefail
 stage="${1:-all}"
 MODEL_RUN=runs/carbon-24-small
 PACKAGED=aseguide/data/models/carbon-24-small
 
 if [[ "$stage" == train || "$stage" == all ]]; then
-    aseguide train examples/carbon/train.yaml --output "$MODEL_RUN"
+    if [[ -f "$MODEL_RUN/checkpoints/resume.pt" ]]; then
+        aseguide train examples/carbon/train.yaml --output "$MODEL_RUN" --resume
+    else
+        aseguide train examples/carbon/train.yaml --output "$MODEL_RUN"
+    fi
+fi
+if [[ "$stage" == package || "$stage" == train || "$stage" == all ]]; then
     rm -rf "$PACKAGED" && mkdir -p "$PACKAGED/checkpoints"
     cp "$MODEL_RUN"/{config.yaml,model_card.md,split.json,train_log.csv} "$PACKAGED"/
     cp "$MODEL_RUN"/checkpoints/last.ckpt "$PACKAGED"/checkpoints/
 fi
+if [[ "$stage" == steps || "$stage" == all ]]; then
+    python examples/carbon/steps_study.py --model "$PACKAGED" --model-dir "$PACKAGED" \
+        --steps-list 100,250,500,1000 --num-structures 64 --output runs/carbon/steps
+    mkdir -p examples/carbon/evaluation && cp runs/carbon/steps/steps.{md,json} examples/carbon/evaluation/
+fi
 if [[ "$stage" == evaluate || "$stage" == all ]]; then
-    # 1000 unguided structures (the case studies' twin, same settings) vs the held-out split
-    aseguide generate examples/carbon/unguided.yaml --output runs/carbon/unguided --resume
-    python -m aseguide.evaluation runs/carbon/unguided --model-dir "$PACKAGED" --out examples/carbon/evaluation
+    aseguide generate examples/carbon/unguided.yaml --num-structures 512 --output runs/carbon/evaluate --resume
+    python -m aseguide.evaluation runs/carbon/evaluate --model-dir "$PACKAGED" --out examples/carbon/evaluation
 fi
 if [[ "$stage" == cases || "$stage" == all ]]; then
-    python examples/carbon/run.py --output runs/carbon --calculator chgnet --model-dir "$PACKAGED" --resume
+    python examples/carbon/run.py --output runs/carbon --calculator chgnet --model-dir "$PACKAGED" --energy --resume
     mkdir -p examples/carbon/results
-    cp runs/carbon/results.md examples/carbon/results/
+    cp runs/carbon/results.md runs/carbon/ehull_summary.json runs/carbon/ehull.png examples/carbon/results/
     for r in volume cn4 cn3; do
         mkdir -p "examples/carbon/results/$r" && cp runs/carbon/report_$r/*.png runs/carbon/report_$r/report.md \
             runs/carbon/report_$r/summary.json "examples/carbon/results/$r/"
