@@ -53,7 +53,8 @@ DEFAULT_DATA = ("../shared/data/carbon_24/val.csv", "../shared/data/carbon_24/te
 RESUME_FILE = "resume.pt"
 
 #: Settings that may change between sittings of one run (everything else must match).
-RESUMABLE_CHANGES = ("steps", "max_minutes", "checkpoint_minutes", "eval_every", "eval_batches", "device", "output")
+RESUMABLE_CHANGES = ("steps", "max_minutes", "checkpoint_minutes", "eval_every", "eval_batches", "device", "output",
+                     "sampling_steps", "max_atoms")
 
 #: Mean atomic density (atoms/Å^3) of carbon_24 as measured on GPU-NOTES' training split.
 CARBON_AVERAGE_DENSITY = 0.1587
@@ -87,6 +88,10 @@ class TrainConfig:
         Adam learning rate (MatterGen's optimizer partial), gradient-norm clip, EMA decay.
     eval_every, eval_batches : int
         Held-out loss every ``eval_every`` steps, averaged over ``eval_batches`` batches.
+    sampling_steps, max_atoms : int
+        Sampling defaults recorded in the checkpoint: the number of diffusion steps
+        :func:`aseguide.load_model` users get when they do not choose one, and the
+        largest cell (atoms) the model is offered for (carbon_24 has up to 24).
     checkpoint_minutes : float
         Wall time between periodic checkpoints (``checkpoints/resume.pt`` for ``--resume``,
         and the EMA weights in ``checkpoints/last.ckpt``, usable while the run goes on).
@@ -121,6 +126,8 @@ class TrainConfig:
     eval_every: int = 500
     eval_batches: int = 4
     checkpoint_minutes: float = 5.0
+    sampling_steps: int = 250
+    max_atoms: int = 24
     seed: int = 0
     device: str = "auto"
 
@@ -166,7 +173,8 @@ class TrainConfig:
 
     def check(self) -> None:
         """Raise ``ValueError`` for a setting out of range."""
-        for key in ("held_out", "batch_size", "steps", "hidden_dim", "num_blocks", "eval_every", "eval_batches"):
+        for key in ("held_out", "batch_size", "steps", "hidden_dim", "num_blocks", "eval_every", "eval_batches",
+                    "sampling_steps", "max_atoms"):
             if int(getattr(self, key)) < 1:
                 raise ValueError(f"{key} must be at least 1, got {getattr(self, key)!r}")
         if self.subset is not None and self.subset < 1:
@@ -555,7 +563,7 @@ def _load_resume(path: Path, config: TrainConfig) -> dict[str, Any]:
                          "it holds the training state written every checkpoint_minutes") from error
     before = saved.get("train_config", {})
     now = dataclasses.asdict(config)
-    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and before.get(k) != now[k])
+    changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and k in before and before[k] != now[k])
     if changed:
         detail = ", ".join(f"{k}: {before.get(k)!r} -> {now[k]!r}" for k in changed)
         raise ValueError(f"--resume with settings that differ from the saved run ({detail}); only "
@@ -571,6 +579,7 @@ def _save_sampling_checkpoint(ema: torch.nn.Module, model_config: dict[str, Any]
     state = {f"diffusion_module.{k}": v.detach().cpu() for k, v in ema.state_dict().items()}
     info = {"kind": "trained", "name": config.name, "weights": "ema", "ema_decay": config.ema_decay,
             "steps": step, "seconds": seconds, "average_density": density,
+            "sampling": {"steps": config.sampling_steps, "max_atoms": config.max_atoms},
             "train_config": dataclasses.asdict(config)}
     OmegaConf.save(OmegaConf.create(model_config), output / "config.yaml")
     _atomic_save({"state_dict": state, "aseguide": info}, output / "checkpoints" / "last.ckpt")

@@ -13,6 +13,8 @@ Usage
     python benchmarks/guidance_overhead.py                      # analytic backend
     python benchmarks/guidance_overhead.py --model tiny         # tiny random MatterGen
     python benchmarks/guidance_overhead.py --model full --device cuda --batch-size 64 --num-atoms 20
+    python benchmarks/guidance_overhead.py --model carbon-24-small --objective coordination \
+        --batch-size 16 --num-atoms 12 --steps 250 --threads 1   # a trained (packaged or folder) model
 
 Targets (issue 4): backward-only (K=1, m=2, geometric objective) <= 1.15x unguided;
 K passes <= K x 1.05 unguided; forward guidance <= 3x per pass.
@@ -41,6 +43,10 @@ CONFIGS = [
 
 
 def build_model(kind: str):
+    if kind not in ("analytic", "tiny", "full"):
+        from aseguide.models import load_model
+
+        return load_model(kind, max_atoms=None)
     if kind == "analytic":
         from aseguide.models.analytic import GaussianBackend
 
@@ -98,7 +104,8 @@ def measure(session, x, t, objective, repeats: int, warmup: int) -> dict[str, li
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["analytic", "tiny", "full"], default="analytic")
+    parser.add_argument("--model", default="analytic",
+                        help="'analytic', 'tiny', 'full' (random weights), or a model name/folder for load_model")
     parser.add_argument("--objective", choices=["volume", "coordination"], default="volume")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-atoms", type=int, default=8)
