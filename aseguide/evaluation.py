@@ -1,7 +1,7 @@
 """Evaluation of an (unguided) generative model against held-out data.
 
 :func:`evaluate_model` compares generated structures with a reference set (the
-held-out split written by :mod:`aseguide.train`) on the metrics of issue 8, each
+held-out split written by :mod:`aseguide.train`) on the metrics below, each
 computed with :mod:`aseguide.analysis`:
 
 * fraction passing the short-distance screen (:func:`~aseguide.analysis.screen_distances`,

@@ -1,7 +1,7 @@
 """Universal guidance math, backend-independent.
 
 Small pure, batched functions that turn a :class:`~aseguide.models.base.SamplingSession`
-(the network and the noise processes) into a guided sampler (METHOD.md section 2):
+(the network and the noise processes) into a guided sampler (docs/method.md, section 5):
 
 * :func:`normalize_gradient` — divide each structure's gradient of one field by its own
   norm (per structure *and* per field, never over the batch), with a floor;

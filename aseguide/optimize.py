@@ -154,7 +154,7 @@ def _rng_devices(device: torch.device) -> list[int]:
 class GuidedDiffusion(BaseDynamics):
     """Generate a batch of crystals with training-free universal guidance.
 
-    Per guided step (METHOD.md section 2): corrector -> score -> forward guidance
+    Per guided step (docs/method.md, section 5): corrector -> score -> forward guidance
     (``s -= g_t n(grad_{x_t} l(x̂0(x_t)))``, through the network) -> backward guidance
     (``m`` steps of normalised gradient descent on ``x̂0``, then the score shift
     ``(alpha_t/sigma_t^2) delta``) -> predictor, with ``K`` passes (self-recurrence:

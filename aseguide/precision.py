@@ -51,7 +51,7 @@ PRECISIONS = ("mixed", "fp32", "bf16")
 #: The policy used when none is given.
 DEFAULT_PRECISION = "fp32"
 # "mixed" is meant to become the default once a GPU run has shown that it does not change
-# what is generated (issue 7: KS tests on >= 500 structures per policy); until then the
+# what is generated (KS tests on >= 500 structures per policy); until then the
 # default is MatterGen's own arithmetic.
 
 

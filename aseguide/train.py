@@ -8,7 +8,7 @@ The model, the noise processes and the loss are MatterGen's own
 data go through MatterGen's own pipeline (:meth:`CrystalDataset.from_csv`: primitive
 cell, Niggli reduction; transform ``symmetrize_lattice``)
 once, and the resulting ChemGraphs are kept on the device: the per-structure Lightning
-input pipeline was measured to halve the throughput (``GPU-NOTES.md``). The training
+input pipeline was measured to halve the throughput on a GPU. The training
 loop is a plain PyTorch loop around ``calc_loss`` with an exponential moving average
 (EMA) of the weights; the EMA weights are saved for sampling.
 
@@ -56,7 +56,7 @@ RESUME_FILE = "resume.pt"
 RESUMABLE_CHANGES = ("steps", "max_minutes", "checkpoint_minutes", "eval_every", "eval_batches", "device", "output",
                      "sampling_steps", "max_atoms")
 
-#: Mean atomic density (atoms/Å^3) of carbon_24 as measured on GPU-NOTES' training split.
+#: Mean atomic density (atoms/Å^3) of carbon_24, measured on a training split of it.
 CARBON_AVERAGE_DENSITY = 0.1587
 
 

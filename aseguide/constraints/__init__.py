@@ -107,7 +107,7 @@ def register_with_ase() -> None:
 
 register_with_ase()
 
-# energy above hull (issue 5)
+# energy above hull
 from aseguide.constraints.energy import EnergyAboveHull  # noqa: E402
 
 __all__.append("EnergyAboveHull")

@@ -4,7 +4,7 @@ The data distribution is known in closed form, so the exact score, the Tweedie e
 ``x̂0``, the re-noising kernels and (for simple objectives) the guided posterior are
 known too. It implements the :class:`~aseguide.models.base.ScoreBackend` /
 :class:`~aseguide.models.base.SamplingSession` contract with the same *shape* of noise
-processes as MatterGen (METHOD.md section 1), in an exactly solvable form:
+processes as MatterGen (docs/method.md, section 1), in an exactly solvable form:
 
 * positions (``frac``, per atom): every atom independently from an isotropic 3-D
   Gaussian mixture; variance-exploding process ``x_t = x_0 + sigma_t eps`` with
