@@ -248,7 +248,10 @@ def _raw_gradients(objective, batch: CrystalBatch, fields: Sequence[str]):
                 f"objective {type(objective).__name__}.loss returned shape {tuple(loss.shape)}, "
                 f"expected ({batch.n_structures},)"
             )
-        raw = torch.autograd.grad(loss.sum(), list(leaves.values()), allow_unused=True) if leaves else ()
+        if leaves and loss.requires_grad:
+            raw = torch.autograd.grad(loss.sum(), list(leaves.values()), allow_unused=True)
+        else:  # the loss does not depend on any guided field (e.g. a lattice-only loss, positions guided)
+            raw = (None,) * len(leaves)
     grads, ok = _guard(batch, torch.isfinite(loss.detach()), leaves, raw)
     return loss.detach(), grads, ok
 

@@ -372,3 +372,20 @@ def test_unguided_run_is_the_plain_predictor_corrector_loop():
         x = session.predictor(x, t, session.score(x, t))
     assert torch.equal(out.frac, session.last_mean().frac) and torch.equal(out.cell, session.last_mean().cell)
     assert opt.t == pytest.approx(0.0, abs=1e-12) and opt.nsteps == 7
+
+
+@pytest.mark.parametrize("forward, backward", [(0.0, 0.05), (0.05, 0.0)])
+def test_loss_that_ignores_every_guided_field_guides_nothing(forward, backward):
+    """A lattice-only loss with only positions guided: zero guidance, not an autograd error."""
+    def run(objective):
+        with GuidedDiffusion(GaussianBackend(), objective, batch_size=3, num_atoms=4, steps=8, seed=2,
+                             fields=("positions",), forward_strength=forward, backward_strength=backward,
+                             recurrence=1, start=0.0) as opt:
+            opt.run()
+        return opt.get_structures()
+
+    guided, unguided = run(VolumePerAtom(12.0)), run(None)
+    for a, b in zip(guided, unguided):
+        np.testing.assert_allclose(a.get_scaled_positions(wrap=False), b.get_scaled_positions(wrap=False),
+                                   atol=1e-6)
+        np.testing.assert_allclose(a.cell[:], b.cell[:], atol=1e-6)
