@@ -179,9 +179,11 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
         if self.guidance_factor is not None and not (isinstance(self.guidance_factor, (int, float))
                                                      and self.guidance_factor >= 0):
             raise ValueError(f"guidance_factor must be a number >= 0, got {self.guidance_factor!r}")
-        from aseguide.models.conditions import check_conditions
+        from aseguide.models.conditions import check_conditions, checkpoint_conditions
 
-        check_conditions({"chemical_system": self.chemical_system, **self.property_conditions()})
+        # against the checkpoint's conditions when they are known without loading (or downloading) it
+        check_conditions({"chemical_system": self.chemical_system, **self.property_conditions()},
+                         accepted=checkpoint_conditions(self.model), model=self.model)
         if not isinstance(self.objectives, list):
             raise ValueError(f"objectives must be a list of {{type: ..., ...}} entries, got {self.objectives!r}")
         if not isinstance(self.guidance, Mapping):

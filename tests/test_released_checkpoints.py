@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 
 from aseguide import GuidedDiffusion, load_model
 from aseguide.constraints import VolumePerAtom
-from aseguide.models.conditions import PROPERTY_CONDITIONS
+from aseguide.models.conditions import PROPERTY_CONDITIONS, checkpoint_conditions
 from aseguide.state import CrystalBatch, symbols_to_numbers
 
 pytestmark = pytest.mark.slow
@@ -97,6 +97,8 @@ def test_loads_as_released_with_its_conditions_and_the_sampling_mask(released):
     name, directory, model = released
     assert 40e6 < model.num_parameters() < 55e6  # 44-53 M in the released checkpoints
     assert set(model.conditions) == _trained_on(name) == set(RELEASED[name])
+    # known before loading (or downloading): by name and from the folder
+    assert checkpoint_conditions(name) == checkpoint_conditions(directory) == model.conditions
     # the file on disk is the released one, untouched: the mask is added at loading time
     assert OmegaConf.load(directory / "config.yaml").lightning_module.diffusion_module.model.get(
         "element_mask_func") is None

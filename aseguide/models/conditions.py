@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-__all__ = ["PropertyCondition", "PROPERTY_CONDITIONS", "check_condition", "check_conditions",
-           "describe_accepted"]
+__all__ = ["PropertyCondition", "PROPERTY_CONDITIONS", "RELEASED_CONDITIONS", "check_condition",
+           "check_conditions", "checkpoint_conditions", "describe_accepted"]
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,64 @@ PROPERTY_CONDITIONS: dict[str, PropertyCondition] = {c.name: c for c in (
     PropertyCondition("energy_above_hull", "energy above the convex hull", "eV/atom", low=0.0, high=5.0),
     PropertyCondition("formation_energy_per_atom", "formation energy", "eV/atom", low=-10.0, high=5.0),
 )}
+
+
+#: Conditions of MatterGen's released checkpoints (from their ``config.yaml``), in MatterGen's order.
+RELEASED_CONDITIONS: dict[str, tuple[str, ...]] = {
+    "mattergen_base": (),
+    "mp_20_base": (),
+    "chemical_system": ("chemical_system",),
+    "space_group": ("space_group",),
+    "dft_band_gap": ("dft_band_gap",),
+    "dft_mag_density": ("dft_mag_density",),
+    "dft_mag_density_hhi_score": ("dft_mag_density", "hhi_score"),
+    "ml_bulk_modulus": ("ml_bulk_modulus",),
+    "chemical_system_energy_above_hull": ("chemical_system", "energy_above_hull"),
+}
+
+
+def checkpoint_conditions(name_or_path: str | os.PathLike) -> tuple[str, ...] | None:
+    """The conditions a checkpoint was trained on, known without loading (or downloading) it.
+
+    Parameters
+    ----------
+    name_or_path:
+        A checkpoint folder (its ``config.yaml`` is read), a released checkpoint name
+        (:data:`RELEASED_CONDITIONS`) or an aseguide random model name.
+
+    Returns
+    -------
+    tuple of str or None
+        The condition names, in the order of ``model.conditions`` after loading; ``None``
+        when they cannot be known before loading.
+
+    Example
+    -------
+    >>> checkpoint_conditions("dft_mag_density_hhi_score")
+    ('dft_mag_density', 'hhi_score')
+    """
+    from aseguide.models.registry import PACKAGED_MODELS_DIR, RANDOM_MODELS
+
+    name = str(name_or_path)
+    config_file = Path(os.fspath(name_or_path)).expanduser() / "config.yaml"
+    if not config_file.is_file() and name not in RELEASED_CONDITIONS and "/" not in name and name:
+        config_file = PACKAGED_MODELS_DIR / name / "config.yaml"
+    if config_file.is_file():
+        from omegaconf import OmegaConf
+
+        try:
+            denoiser = OmegaConf.select(OmegaConf.load(config_file), "lightning_module.diffusion_module.model")
+        except Exception:  # an unreadable file is reported by load_model
+            return None
+        if denoiser is None:
+            return None
+        return tuple(list(denoiser.get("property_embeddings") or {})
+                     + list(denoiser.get("property_embeddings_adapt") or {}))
+    if name in RELEASED_CONDITIONS:
+        return RELEASED_CONDITIONS[name]
+    if name in RANDOM_MODELS:
+        return ("chemical_system",) if RANDOM_MODELS[name] else ()
+    return None
 
 
 def describe_accepted(accepted: Iterable[str]) -> str:
