@@ -62,3 +62,15 @@ def test_readme_main_command_then_analyze(tmp_path):
     assert analyze.returncode == 0, analyze.stderr[-3000:]
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["sets"]["guided"]["counts"]["read"] == 8
+
+
+def test_readme_yaml_blocks_are_valid_generate_configurations():
+    import yaml
+
+    from aseguide.generate import GenerateConfig
+
+    blocks = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        config = GenerateConfig.from_dict(yaml.safe_load(block))  # validated, checkpoint conditions included
+        assert config.property_conditions()
