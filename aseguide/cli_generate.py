@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--num-atoms", type=int, dest="num_atoms")
     p.add_argument("--chemical-system", dest="chemical_system", help="e.g. Li-Co-O (conditioned models)")
+    for condition in _property_conditions():
+        unit = f" in {condition.unit}" if condition.unit else ""
+        p.add_argument(f"--{condition.name.replace('_', '-')}", dest=condition.name,
+                       type=int if condition.kind == "int" else float, metavar="VALUE",
+                       help=f"condition on {condition.description}{unit} (checkpoints trained on it)")
     p.add_argument("--guidance-factor", type=float, dest="guidance_factor")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int)
@@ -46,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
+def _property_conditions() -> list:
+    from aseguide.models.conditions import PROPERTY_CONDITIONS
+
+    return [c for name, c in PROPERTY_CONDITIONS.items() if name != "chemical_system"]
+
+
 def run_generate(args: argparse.Namespace) -> int:
     from aseguide.cli import UsageError
     from aseguide.generate import GenerateConfig, generate
@@ -53,6 +64,7 @@ def run_generate(args: argparse.Namespace) -> int:
     overrides = {key: getattr(args, key) for key in (
         "model", "num_structures", "batch_size", "num_atoms", "chemical_system", "guidance_factor",
         "steps", "seed", "device", "precision", "output")}
+    overrides.update({c.name: getattr(args, c.name) for c in _property_conditions()})
     if args.objective_json:
         try:
             overrides["objectives"] = [json.loads(text) for text in args.objective_json]

@@ -83,6 +83,12 @@ class GenerateConfig:
         Atoms per structure: an int, ``{n: weight}`` or a MatterGen distribution name.
     chemical_system, guidance_factor:
         Classifier-free conditioning (needs a conditioned checkpoint) and its factor.
+    space_group, dft_band_gap, dft_mag_density, ml_bulk_modulus, hhi_score, energy_above_hull, \
+dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
+        The other property conditions, in MatterGen's names and units (space group
+        number, eV, μB/Å³, GPa, HHI 0-10000, eV/atom; see
+        :data:`aseguide.models.conditions.PROPERTY_CONDITIONS`), for checkpoints trained
+        on them; values are checked here, and against the checkpoint before any output.
     steps, seed, device:
         Diffusion steps, base seed (batch ``b`` uses ``seed + b``), device.
     objectives:
@@ -105,6 +111,15 @@ class GenerateConfig:
     batch_size: int | str = 16
     num_atoms: Any = 8
     chemical_system: str | None = None
+    space_group: int | None = None
+    dft_band_gap: float | None = None
+    dft_mag_density: float | None = None
+    ml_bulk_modulus: float | None = None
+    hhi_score: float | None = None
+    energy_above_hull: float | None = None
+    dft_bulk_modulus: float | None = None
+    dft_shear_modulus: float | None = None
+    formation_energy_per_atom: float | None = None
     guidance_factor: float | None = None
     steps: int = 1000
     seed: int = 0
@@ -164,10 +179,11 @@ class GenerateConfig:
         if self.guidance_factor is not None and not (isinstance(self.guidance_factor, (int, float))
                                                      and self.guidance_factor >= 0):
             raise ValueError(f"guidance_factor must be a number >= 0, got {self.guidance_factor!r}")
-        if self.chemical_system is not None:
-            from aseguide.models.mattergen import normalize_chemical_system
+        from aseguide.models.conditions import check_conditions, checkpoint_conditions
 
-            normalize_chemical_system(self.chemical_system)
+        # against the checkpoint's conditions when they are known without loading (or downloading) it
+        check_conditions({"chemical_system": self.chemical_system, **self.property_conditions()},
+                         accepted=checkpoint_conditions(self.model), model=self.model)
         if not isinstance(self.objectives, list):
             raise ValueError(f"objectives must be a list of {{type: ..., ...}} entries, got {self.objectives!r}")
         if not isinstance(self.guidance, Mapping):
@@ -182,6 +198,13 @@ class GenerateConfig:
 
     def todict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def property_conditions(self) -> dict[str, Any]:
+        """The conditions other than ``chemical_system`` that are set (keywords of GuidedDiffusion)."""
+        from aseguide.models.conditions import PROPERTY_CONDITIONS
+
+        return {name: getattr(self, name) for name in PROPERTY_CONDITIONS
+                if name != "chemical_system" and getattr(self, name) is not None}
 
 
 def build_objective(entries: list, combine: Mapping[str, Any] | None = None):
@@ -403,7 +426,7 @@ def auto_batch_size(model, config: GenerateConfig, objective=None) -> int:
     with GuidedDiffusion(model, objective, batch_size=probe, num_atoms=config.num_atoms,
                          chemical_system=config.chemical_system, guidance_factor=config.guidance_factor,
                          steps=config.steps, seed=config.seed, device=config.device, precision=config.precision,
-                         **dict(config.guidance)) as probe_run:
+                         **dict(config.guidance), **config.property_conditions()) as probe_run:
         guided = [i for i in range(probe_run.steps) if probe_run.strengths(i) != (0.0, 0.0)]
         probe_run.nsteps = guided[-1] if guided else probe_run.steps - 1
         probe_run.step()
@@ -491,7 +514,7 @@ def generate(
             model, objective, batch_size=size, num_atoms=config.num_atoms,
             chemical_system=config.chemical_system, guidance_factor=config.guidance_factor,
             steps=config.steps, seed=seed, device=config.device, precision=config.precision,
-            **dict(config.guidance),
+            **dict(config.guidance), **config.property_conditions(),
         )
 
     # Settings the model rejects (conditions, sizes, strengths) fail here, before any file exists.

@@ -147,6 +147,21 @@ def _accepts_keyword(function: Callable, name: str) -> bool:
                or p.kind == p.VAR_KEYWORD for p in parameters)
 
 
+def _check_conditions(model: ScoreBackend, conditions: dict[str, Any]) -> dict[str, Any]:
+    """Conditions checked against ``model`` (its ``validate_conditions`` when it has one)."""
+    from aseguide.models.conditions import PROPERTY_CONDITIONS, check_conditions, describe_accepted
+
+    conditions = {name: value for name, value in conditions.items() if value is not None}
+    for name, value in conditions.items():
+        if name not in PROPERTY_CONDITIONS:
+            raise ValueError(f"unknown keyword {name}={value!r}: neither a GuidedDiffusion setting nor a "
+                             f"MatterGen condition; the model accepts: {describe_accepted(model.conditions)}")
+    validate = getattr(model, "validate_conditions", None)
+    if callable(validate):
+        return validate(conditions)
+    return check_conditions(conditions, accepted=model.conditions, model=type(model).__name__)
+
+
 def _rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 
@@ -177,6 +192,13 @@ class GuidedDiffusion(BaseDynamics):
         Atoms per structure: see :func:`sample_num_atoms`.
     chemical_system:
         Conditioning (e.g. ``"Li-Co-O"``) for models trained on it.
+    **conditions:
+        Other property conditions of a conditioned checkpoint, in MatterGen's names and
+        units: ``space_group`` (1-230), ``dft_band_gap`` (eV), ``dft_mag_density``
+        (μB/Å³), ``ml_bulk_modulus`` (GPa), ``hhi_score`` (0-10000),
+        ``energy_above_hull`` (eV/atom), ... (see
+        :data:`aseguide.models.conditions.PROPERTY_CONDITIONS`); alone or together, as
+        the checkpoint was trained (``model.conditions``). ``None`` values are ignored.
     steps:
         Number of diffusion timesteps (MatterGen: 1000).
     seed:
@@ -221,7 +243,8 @@ class GuidedDiffusion(BaseDynamics):
     fields:
         Guided fields, among ``("positions", "lattice")``.
     guidance_factor:
-        Classifier-free guidance factor; ``None``: 2.0 with ``chemical_system``, else 1.0.
+        Classifier-free guidance factor (MatterGen's ``diffusion_guidance_factor``);
+        ``None``: 2.0 when any condition is given, else 1.0.
     floor:
         Gradient-norm floor of the normalisation.
     precision:
@@ -233,7 +256,9 @@ class GuidedDiffusion(BaseDynamics):
     Raises
     ------
     ValueError
-        At construction, for any invalid setting (naming the value).
+        At construction, for any invalid setting (naming the value); for a condition the
+        model was not trained on or a bad condition value, naming the value and the
+        conditions the model accepts.
     """
 
     def __init__(
@@ -264,6 +289,7 @@ class GuidedDiffusion(BaseDynamics):
         guidance_factor: float | None = None,
         floor: float = DEFAULT_FLOOR,
         precision: str | None = None,
+        **conditions: Any,
     ) -> None:
         if not isinstance(model, ScoreBackend):
             raise ValueError(f"model must be a ScoreBackend (e.g. from load_model), got {type(model).__name__}")
@@ -300,15 +326,9 @@ class GuidedDiffusion(BaseDynamics):
                 raise ValueError(f"cannot guide field {f!r}: {type(model).__name__} diffuses {model.fields}")
         if objective is not None and not self.fields:
             raise ValueError(f"fields is empty: name at least one of {CONTINUOUS_FIELDS} to guide")
-        conditions = None
-        if chemical_system is not None:
-            if "chemical_system" not in model.conditions:
-                raise ValueError(f"chemical_system={chemical_system!r} given but {type(model).__name__} is "
-                                 f"conditioned on {model.conditions or 'nothing'}")
-            if not isinstance(chemical_system, str):
-                chemical_system = "-".join(chemical_system)
-            conditions = {"chemical_system": chemical_system}
-        self.chemical_system = chemical_system
+        conditions = _check_conditions(model, {"chemical_system": chemical_system, **conditions})
+        self.chemical_system = conditions.get("chemical_system")
+        self.conditions = conditions
         if guidance_factor is None:
             guidance_factor = 2.0 if conditions else 1.0
         self.guidance_factor = _number("guidance_factor", guidance_factor)
@@ -327,7 +347,7 @@ class GuidedDiffusion(BaseDynamics):
         self._rng_devs = _rng_devices(self.device)
         with torch.random.fork_rng(devices=self._rng_devs):
             torch.manual_seed(self.seed)
-            self.session = model.session(counts, self.steps, conditions=conditions,
+            self.session = model.session(counts, self.steps, conditions=conditions or None,
                                          guidance_factor=self.guidance_factor, device=device,
                                          **session_options)
             self._x: CrystalBatch = self.session.prior()
@@ -603,6 +623,7 @@ class GuidedDiffusion(BaseDynamics):
         return {
             "type": "diffusion", "diffusion-type": "GuidedDiffusion", "model": model, "objective": objective,
             "batch_size": self.batch_size, "num_atoms": request, "chemical_system": self.chemical_system,
+            "conditions": dict(self.conditions),
             "steps": self.steps, "seed": self.seed, "forward_strength": self.forward_strength,
             "backward_strength": self.backward_strength, "backward_steps": self.backward_steps,
             "recurrence": self.recurrence, "normalize": self.normalize, "start": self.start, "every": self.every,

@@ -24,7 +24,14 @@ SMALL = dict(num_structures=5, batch_size=2, num_atoms=4, steps=3, seed=1,
     ({"objectives": [{"type": "VolumePerAtom", "target": -3}]}, "-3"),
     ({"objectives": [{"type": "Coordination", "center": "Xq", "neighbor": "O", "target": 4}]}, "Xq"),
     ({"guidance": {"recurence": 2}}, "unknown guidance key"),
-    ({"chemical_system": "Li-Zz"}, "Zz"),
+    ({"model": "tiny-random-chemical-system", "chemical_system": "Li-Zz"}, "Zz"),
+    ({"model": "space_group", "space_group": 231}, "space_group=231 is not a space group number"),
+    ({"model": "dft_band_gap", "dft_band_gap": "wide"}, "dft_band_gap='wide' must be a number"),
+    ({"model": "ml_bulk_modulus", "ml_bulk_modulus": -5.0}, "ml_bulk_modulus=-5.0 is outside the sensible range"),
+    # known without loading or downloading the checkpoint:
+    ({"model": "dft_band_gap", "space_group": 225},
+     r"'dft_band_gap' cannot be conditioned on 'space_group'.*accepts: dft_band_gap \(DFT band gap, eV"),
+    ({"dft_mag_density": 0.1}, "'tiny-random' cannot be conditioned on 'dft_mag_density'.*accepts: no condition"),
     ({"guidance_factor": -1}, "guidance_factor"),
 ])
 def test_bad_configurations_are_named_before_any_compute(change, message):
@@ -121,7 +128,41 @@ def test_cli_generate_end_to_end_and_exit_codes(tmp_path, tiny_model_dir, capsys
 
 def test_settings_the_model_rejects_leave_no_output(tmp_path, tiny_model):
     out = tmp_path / "never"
-    config = GenerateConfig.from_dict({**SMALL, "chemical_system": "Li-Co-O", "output": str(out)})
+    config = GenerateConfig.from_dict({**SMALL, "model": "tiny-random-chemical-system",
+                                       "chemical_system": "Li-Co-O", "output": str(out)})
     with pytest.raises(ValueError, match="chemical_system"):
-        generate(config, model=tiny_model)
+        generate(config, model=tiny_model)  # a model that is not the configured one
     assert not out.exists()
+
+
+def test_cli_conditions_the_model_was_not_trained_on_leave_no_output(tmp_path, tiny_conditioned_model_dir, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"model: {tiny_conditioned_model_dir}\nnum_structures: 1\nbatch_size: 1\nnum_atoms: 4\n"
+                      "steps: 2\nchemical_system: Li-Co-O\nspace_group: 225\n")
+    out = tmp_path / "never"
+    assert main(["generate", str(config), "--output", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be conditioned on 'space_group' (space_group=225 given)" in err
+    assert "accepts: chemical_system" in err
+    assert main(["generate", "--model", "space_group", "--space-group", "0", "--output", str(out), "-q"]) == 2
+    err = capsys.readouterr().err  # refused before any download of the checkpoint
+    assert "space_group=0 is not a space group number" in err and "accepts: space_group" in err
+    assert main(["generate", "--model", "dft_band_gap", "--dft-band-gap", "-1", "--output", str(out), "-q"]) == 2
+    assert "dft_band_gap=-1.0 is outside the sensible range [0, 20] eV" in capsys.readouterr().err
+    assert main(["generate", "--model", str(tiny_conditioned_model_dir), "--dft-band-gap", "1.5",
+                 "--output", str(out), "-q"]) == 2
+    assert "cannot be conditioned on 'dft_band_gap'" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_config_file_conditions_reach_the_model(tmp_path, tiny_conditioned_model_dir, tiny_conditioned_model):
+    config = GenerateConfig.from_dict({**SMALL, "model": str(tiny_conditioned_model_dir), "num_structures": 2,
+                                       "chemical_system": "Li-O", "output": str(tmp_path / "run")})
+    assert config.property_conditions() == {}
+    generate(config, model=tiny_conditioned_model)
+    for atoms in read(tmp_path / "run" / "structures.extxyz", ":"):
+        assert set(atoms.get_chemical_symbols()) <= {"Li", "O"}
+        assert json.loads(atoms.info["guidance"])["conditions"] == {"chemical_system": "Li-O"}
+    config = GenerateConfig.from_dict({**SMALL, "model": "dft_mag_density_hhi_score", "dft_mag_density": 0.1,
+                                       "hhi_score": 1500})
+    assert config.property_conditions() == {"dft_mag_density": 0.1, "hhi_score": 1500}

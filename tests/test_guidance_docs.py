@@ -7,7 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["aseguide.guidance", "aseguide.optimize", "aseguide.io", "aseguide.models.analytic"]
+MODULES = ["aseguide.guidance", "aseguide.optimize", "aseguide.io", "aseguide.models.analytic",
+           "aseguide.models.conditions"]
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -92,6 +92,46 @@ def test_bad_sampling_requests_fail_before_compute(tiny_model, tiny_conditioned_
         tiny_conditioned_model.session(torch.tensor([4]), 10, conditions={"chemical_system": ""})
     with pytest.raises(ValueError, match="at least one atom"):
         tiny_model.session(torch.tensor([0]), 10)
+    with pytest.raises(ValueError, match=r"cannot be conditioned on 'space_group'.*accepts: chemical_system"):
+        tiny_conditioned_model.session(torch.tensor([4]), 10, conditions={"space_group": 225})
+    with pytest.raises(ValueError, match="accepts: no condition"):
+        tiny_model.session(torch.tensor([4]), 10, conditions={"dft_band_gap": 1.0})
+    with pytest.raises(ValueError, match="never generates Tc"):
+        tiny_conditioned_model.session(torch.tensor([4]), 10, conditions={"chemical_system": "Tc-O"})
+
+
+def _without_element_mask(source, target):
+    """A copy of a checkpoint whose config.yaml leaves element_mask_func unset, like the released ones."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    config = OmegaConf.load(source / "config.yaml")
+    del config.lightning_module.diffusion_module.model["element_mask_func"]
+    (target / "checkpoints").mkdir(parents=True)
+    OmegaConf.save(config, target / "config.yaml")
+    shutil.copyfile(source / "checkpoints" / "last.ckpt", target / "checkpoints" / "last.ckpt")
+    return target
+
+
+@pytest.mark.parametrize("how", ["hub name", "local folder"])
+def test_loading_for_sampling_adds_mattergens_element_mask(tiny_conditioned_model_dir, tmp_path, monkeypatch, how):
+    """Released configs set no element_mask_func; MatterGen's generator adds it, and so must load_model."""
+    from mattergen.denoiser import mask_disallowed_elements
+
+    import aseguide.models.mattergen as backend
+
+    directory = _without_element_mask(tiny_conditioned_model_dir, tmp_path / "chemical_system")
+    if how == "hub name":
+        monkeypatch.setattr(backend, "_download_from_hub", lambda name: directory)
+        model = load_model("chemical_system", device="cpu")
+    else:
+        model = load_model(directory, device="cpu")
+    assert model.diffusion_module.model.element_mask_func.func is mask_disallowed_elements
+    for seed in (0, 1):
+        session = model.session(torch.tensor([6, 6, 6]), 4, conditions={"chemical_system": "Li-Co-O"},
+                                guidance_factor=2.0, device="cpu")
+        assert set(_run_session(session, seed).numbers.tolist()) <= {3, 27, 8}
 
 
 def test_max_atoms_can_be_lifted(tiny_model_dir):

@@ -95,6 +95,10 @@ def test_other_construction_errors():
 
     with pytest.raises(ValueError, match="chemical_system"):
         _opt(model=NoConditions(), chemical_system="Li-O")
+    with pytest.raises(ValueError, match=r"cannot be conditioned on 'space_group'.*accepts: chemical_system"):
+        _opt(space_group=225)
+    with pytest.raises(ValueError, match="unknown keyword backward_strenght=0.1: neither a GuidedDiffusion setting"):
+        _opt(backward_strenght=0.1)
     with pytest.raises(ValueError, match="loss"):
         _opt(object())
     with pytest.raises(ValueError, match="ScoreBackend"):

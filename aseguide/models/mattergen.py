@@ -32,6 +32,7 @@ import torch
 
 from aseguide.models._mattergen_compat import prepare_mattergen
 from aseguide.models.base import SamplingSession, ScoreBackend, Scores
+from aseguide.models.conditions import check_conditions, describe_accepted
 from aseguide.models.mattergen_config import sampler_settings
 from aseguide.precision import DEFAULT_PRECISION, check_precision, network_precision, uses_autocast
 from aseguide.state import CrystalBatch, symbols_to_numbers, wrap_fractional
@@ -43,6 +44,7 @@ __all__ = [
     "PRETRAINED_MODELS",
     "HUB_REPOSITORY",
     "DEFAULT_MAX_ATOMS",
+    "ELEMENT_MASK",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +67,26 @@ PRETRAINED_MODELS = (
 DEFAULT_MAX_ATOMS = 20
 
 _POS, _CELL, _SPECIES = "pos", "cell", "atomic_numbers"
+
+#: The sampling-time element mask MatterGen's own generator adds to every checkpoint it
+#: loads (the released ``config.yaml`` files leave ``element_mask_func`` unset): species
+#: logits of elements MatterGen never generates, and of elements outside a conditioned
+#: ``chemical_system``, are set to -1e10.
+ELEMENT_MASK = {"_target_": "mattergen.denoiser.mask_disallowed_elements", "_partial_": True}
+
+
+def _add_element_mask(config) -> None:
+    """Set the denoiser's ``element_mask_func`` to :data:`ELEMENT_MASK` where the config leaves it unset.
+
+    This is what loading a checkpoint *for sampling* means in MatterGen (its generator
+    overrides ``lightning_module.diffusion_module.model.element_mask_func``); a config
+    that sets its own mask keeps it.
+    """
+    from omegaconf import OmegaConf
+
+    denoiser = OmegaConf.select(config, "lightning_module.diffusion_module.model")
+    if denoiser is not None and denoiser.get("element_mask_func") is None:
+        denoiser.element_mask_func = dict(ELEMENT_MASK)
 
 
 def _find_checkpoint(directory: Path) -> Path:
@@ -137,6 +159,14 @@ def load_model(
         A released checkpoint that cannot be downloaded (offline): the message says how
         to load a local copy.
 
+    Notes
+    -----
+    The model is loaded for sampling, as MatterGen's own generator loads it: the
+    denoiser gets MatterGen's element mask (:data:`ELEMENT_MASK`) when its config sets
+    none (none of the released ``config.yaml`` files does), so species stay inside a
+    conditioned ``chemical_system`` and among the elements MatterGen generates. The
+    conditions the checkpoint accepts are in ``model.conditions``.
+
     Example
     -------
     >>> from aseguide.testing import make_tiny_model
@@ -179,6 +209,7 @@ def load_model(
     config = OmegaConf.load(config_path)
     if "lightning_module" not in config:
         raise ValueError(f"{str(config_path)!r} has no 'lightning_module' section: not a MatterGen config")
+    _add_element_mask(config)
     module = instantiate(config.lightning_module)
     result = module.load_state_dict(_load_state_dict(checkpoint_path), strict=False)
     if result.unexpected_keys or result.missing_keys:
@@ -226,16 +257,41 @@ class MatterGenModel(ScoreBackend):
                 f"conditions={self.conditions}, device={self.device})")
 
     def validate_conditions(self, conditions: dict | None) -> dict:
-        """Check condition names and values; return them normalised."""
-        conditions = dict(conditions or {})
-        for key, value in conditions.items():
-            if key not in self.conditions:
-                trained = list(self.conditions) or "no property"
-                raise ValueError(f"model {self.name!r} cannot be conditioned on {key!r} (trained on {trained})")
-            if key == "chemical_system":
-                elements = normalize_chemical_system(value)
-                conditions[key] = "-".join(elements)
-        return conditions
+        """Check condition names and values against this checkpoint; return them normalised.
+
+        Parameters
+        ----------
+        conditions:
+            ``{name: value}`` in MatterGen's names and units (see
+            :data:`aseguide.models.conditions.PROPERTY_CONDITIONS`); ``None`` values are
+            dropped.
+
+        Raises
+        ------
+        ValueError
+            A condition this checkpoint was not trained on, a value of the wrong type or
+            outside the property's range, an unknown space group number, or a chemical
+            system with an element MatterGen never generates; the message names the value
+            and the conditions this checkpoint accepts.
+        """
+        checked = check_conditions(conditions, accepted=self.conditions, model=self.name)
+        where = f"; model {self.name!r} accepts: {describe_accepted(self.conditions)}"
+        denoiser = self.diffusion_module.model
+        embeddings = {**dict(getattr(denoiser, "property_embeddings", {}) or {}),
+                      **dict(getattr(denoiser, "property_embeddings_adapt", {}) or {})}
+        for name, value in checked.items():
+            if name == "chemical_system" and getattr(denoiser, "element_mask_func", None) is not None:
+                from mattergen.common.utils.globals import SELECTED_ATOMIC_NUMBERS
+
+                never = [e for e in value.split("-") if symbols_to_numbers([e])[0] not in SELECTED_ATOMIC_NUMBERS]
+                if never:
+                    raise ValueError(f"chemical_system={value!r}: MatterGen never generates {', '.join(never)} "
+                                     f"(its sampling mask excludes them){where}")
+            scaler = getattr(embeddings.get(name), "scaler", None)
+            if getattr(scaler, "log10_transform", False) and value <= 0:
+                raise ValueError(f"{name}={value!r} must be > 0 (model {self.name!r} learned it on a log "
+                                 f"scale){where}")
+        return checked
 
     def session(
         self,
@@ -333,6 +389,7 @@ class MatterGenSession(SamplingSession):
         from hydra.utils import instantiate
         from mattergen.common.data.chemgraph import ChemGraph
         from mattergen.common.data.collate import collate
+        from mattergen.common.data.transform import SetProperty
         from mattergen.common.diffusion.predictors_correctors import (
             LatticeAncestralSamplingPredictor,
             LatticeLangevinDiffCorrector,
@@ -402,17 +459,21 @@ class MatterGenSession(SamplingSession):
         self._keep_conditioning = SetConditionalEmbeddingType()
         self._remove_conditioning = SetUnconditionalEmbeddingType()
 
+        # Condition values enter each structure through MatterGen's own SetProperty
+        # transform, as in MatterGen's condition loader (numbers become float tensors).
+        set_properties = [SetProperty(name, value) for name, value in self.conditions.items()]
         graphs = []
         for n in num_atoms.tolist():
-            extra = dict(self.conditions)
-            graphs.append(ChemGraph(
+            graph = ChemGraph(
                 pos=torch.full((n, 3), torch.nan),
                 cell=torch.full((1, 3, 3), torch.nan),
                 atomic_numbers=torch.full((n,), -1, dtype=torch.long),
                 num_atoms=torch.tensor(n),
                 num_nodes=n,
-                **extra,
-            ))
+            )
+            for set_property in set_properties:
+                graph = set_property(graph)
+            graphs.append(graph)
         self._template = collate(graphs).to(self.device)
         # A well-connected two-atom crystal appended to the batch when the network cannot
         # build any edge/triplet for the whole batch (GemNet-T fails on empty graphs).
