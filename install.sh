@@ -9,16 +9,24 @@
 #   Every later pip call is constrained to the torch that is installed, so nothing can
 #   replace it with another (CUDA) build.
 # - Potentials: CHGNet is always installed (the offline default); MatterSim (the paper's
-#   guidance potential) and SevenNet are installed too unless ASEGUIDE_EXTRAS says otherwise
-#   (ASEGUIDE_EXTRAS="" for the minimum; add "mp" for the Materials Project client; "grace"
-#   needs tensorflow and is left to the user).
+#   guidance potential), SevenNet and GRACE (the paper's validation potential) are installed
+#   too unless ASEGUIDE_EXTRAS says otherwise (ASEGUIDE_EXTRAS="" for the minimum,
+#   "mattersim,sevenn" without GRACE's ~1.4 GB of TensorFlow; add "mp" for the Materials
+#   Project client).
 # - mattergen 1.0.3 comes from PyPI with --no-deps (its metadata pins torch==2.2.1+cu118
 #   and numpy<2); aseguide declares the dependencies MatterGen really needs.
+# - GRACE: tensorpotential 0.6.2.1 with --no-deps (its metadata asks for
+#   tensorflow[and-cuda], gigabytes of CUDA wheels, and pandas<3, which its model loading and
+#   calculator do not need); an existing TensorFlow 2.16-2.20 is kept, otherwise the CPU build
+#   tensorflow-cpu==2.20.0 is installed (TF_SPEC overrides, e.g. TF_SPEC="tensorflow[and-cuda]==2.20.0"
+#   for a GPU), then tf-keras of the same minor version with --no-deps (its metadata asks for
+#   the "tensorflow" distribution, which tensorflow-cpu provides under another name); later
+#   steps are constrained to that TensorFlow.
 set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
 PIP="$PYTHON -m pip"
-ASEGUIDE_EXTRAS=${ASEGUIDE_EXTRAS-mattersim,sevenn}
+ASEGUIDE_EXTRAS=${ASEGUIDE_EXTRAS-mattersim,sevenn,grace}
 
 if ! $PYTHON - <<'PY' 2>/dev/null
 import sys
@@ -38,5 +46,41 @@ $PIP install --no-deps "mattergen==1.0.3"
 case ",${ASEGUIDE_EXTRAS:-}," in
     *,mattersim,*) $PIP install --no-deps "mattersim==1.2.3" ;;
 esac
+tf_dist() {  # "ok NAME==VERSION" (usable by tensorpotential), "bad NAME==VERSION" or nothing
+    $PYTHON - <<'PY'
+from importlib.metadata import PackageNotFoundError, version
+for dist in ("tensorflow", "tensorflow-cpu", "tensorflow-gpu", "tensorflow-intel", "tensorflow-macos"):
+    try:
+        v = version(dist)
+    except PackageNotFoundError:
+        continue
+    major, minor = (int(p) for p in v.split(".")[:2])
+    print("ok" if (2, 16) <= (major, minor) <= (2, 20) else "bad", f"{dist}=={v}")
+    break
+PY
+}
+case ",${ASEGUIDE_EXTRAS:-}," in
+    *,grace,*)
+        TF_DIST=$(tf_dist)
+        if [ -z "$TF_DIST" ]; then
+            $PIP install -c "$CONSTRAINTS" "${TF_SPEC:-tensorflow-cpu==2.20.0}"
+            TF_DIST=$(tf_dist)
+        fi
+        case "$TF_DIST" in
+            ok\ *) ;;
+            *) echo "install.sh: GRACE (tensorpotential 0.6.2.1) needs TensorFlow 2.16-2.20, found: ${TF_DIST:-none}." \
+                    "Install one (TF_SPEC=...) or leave grace out of ASEGUIDE_EXTRAS." >&2
+               exit 1 ;;
+        esac
+        TF_DIST=${TF_DIST#ok }
+        echo "$TF_DIST" >> "$CONSTRAINTS"
+        TF_MINOR=$(echo "${TF_DIST#*==}" | cut -d. -f1-2)
+        $PIP install --no-deps "tf-keras~=${TF_MINOR}.0" "tensorpotential==0.6.2.1"
+        ;;
+esac
 $PIP install -c "$CONSTRAINTS" -e ".[test${ASEGUIDE_EXTRAS:+,$ASEGUIDE_EXTRAS}]"
 $PYTHON -c "import aseguide, torch; print('aseguide', aseguide.__version__, 'with torch', torch.__version__)"
+case ",${ASEGUIDE_EXTRAS:-}," in
+    *,grace,*) $PYTHON -c "import torch, tensorpotential, tensorflow as tf
+print('GRACE: tensorpotential', tensorpotential.__version__, 'with tensorflow', tf.__version__)" ;;
+esac

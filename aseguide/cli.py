@@ -150,7 +150,12 @@ def register_analyze(subparsers: argparse._SubParsersAction) -> argparse.Argumen
     p.add_argument("--compare", metavar="OTHER_RUN", help="unguided baseline run (enables the z-tests)")
     p.add_argument("--reference", metavar="FILES", nargs="+", action="extend", default=[],
                    help="reference structures (files or folders; CIF, extxyz, CSV with a cif column, ...)")
-    p.add_argument("--calculator", metavar="NAME", help="energy calculator (aseguide.calculators.get_calculator)")
+    p.add_argument("--calculator", metavar="NAME", help="energy calculator (aseguide.calculators.get_calculator): "
+                   "chgnet, mattersim, sevenn or grace; the same for generated and reference structures")
+    p.add_argument("--calculator-model", metavar="MODEL",
+                   help="model of --calculator: a pretrained name (e.g. GRACE-2L-OMAT-large-ft-AM, the default of "
+                        "grace) or a local checkpoint file / model folder")
+    p.add_argument("--device", default=None, help="device of --calculator: cpu, cuda (default: a GPU when available)")
     p.add_argument("--hull", metavar="FILE", help="reference hull table (aseguide.calculators.ReferenceHull); "
                    "default: hull of the references' energies")
     p.add_argument("--hull-energy", choices=("total", "per_atom", "formation_per_atom"),
@@ -255,10 +260,15 @@ def run_analyze(args: argparse.Namespace) -> int:
             print(f"aseguide analyze: error: --calculator {args.calculator!r} needs aseguide.calculators, "
                   f"which cannot be imported ({exc})", file=sys.stderr)
             return EXIT_FAILURE
+        kwargs = {"device": args.device}
+        if args.calculator_model is not None:
+            kwargs["model"] = args.calculator_model
         try:
-            calculator = get_calculator(args.calculator)
-        except (KeyError, ValueError) as exc:
+            calculator = get_calculator(args.calculator, **kwargs)
+        except (KeyError, ValueError, FileNotFoundError) as exc:
             raise UsageError(f"--calculator {args.calculator!r}: {exc}") from None
+    elif args.calculator_model is not None or args.device is not None:
+        raise UsageError("--calculator-model and --device need --calculator")
     hull = None
     if args.hull:
         try:

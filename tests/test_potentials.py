@@ -19,7 +19,7 @@ from aseguide.state import CrystalBatch
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared data not found at {DATA}")
-has = {name: importlib.util.find_spec(name) is not None for name in ("chgnet", "mattersim", "sevenn", "tensorpotential")}
+has = {name: importlib.util.find_spec(name) is not None for name in ("chgnet", "mattersim", "sevenn")}
 
 
 def skewed_structures() -> list[Atoms]:
@@ -71,12 +71,6 @@ def test_unknown_names_and_passthrough():
     assert isinstance(pot, ASECalculatorPotential) and get_potential(pot) is pot
     with pytest.raises(TypeError, match="int"):
         get_calculator(3)
-
-
-@pytest.mark.skipif(has["tensorpotential"], reason="tensorpotential is installed")
-def test_grace_without_tensorpotential_is_a_clear_import_error():
-    with pytest.raises(ImportError, match=r"aseguide\[grace\]"):
-        get_calculator("grace")
 
 
 def test_chain_rule_gradient_matches_finite_differences():

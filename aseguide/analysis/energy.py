@@ -149,7 +149,8 @@ def compute_energies(
 
     The structures are not modified: each is copied, given ``calculator`` and, when
     ``relax`` is set, relaxed (positions and cell, ``FrechetCellFilter``). A failure
-    gives ``nan`` for that structure with a warning naming it.
+    gives ``nan`` for that structure with a warning naming it. They are evaluated
+    largest first (fewer recompilations for GRACE), the results in the input order.
 
     Parameters
     ----------
@@ -188,7 +189,11 @@ def compute_energies(
     is_factory = isinstance(calculator, type) or (callable(calculator) and not hasattr(calculator, "calculate"))
     calc = calculator() if is_factory else calculator
     out = np.full(len(structures), np.nan)
-    for k, atoms in enumerate(structures):
+    # largest first: a calculator that compiles one kernel per input shape (GRACE's XLA
+    # models) compiles the widest shape once and reuses it (padded) for the smaller ones
+    order = sorted(range(len(structures)), key=lambda i: -len(structures[i]))
+    for done, k in enumerate(order, start=1):
+        atoms = structures[k]
         work = atoms.copy()
         work.calc = calc
         try:
@@ -205,7 +210,7 @@ def compute_energies(
             warnings.warn(f"energy of structure {k} ({atoms.info.get('source', atoms.get_chemical_formula())}) "
                           f"failed: {type(exc).__name__}: {exc}", stacklevel=2)
         if progress is not None:
-            progress(k + 1, len(structures))
+            progress(done, len(structures))
     return out
 
 

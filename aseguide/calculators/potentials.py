@@ -5,8 +5,9 @@ Two faces of the same potentials:
 * :func:`get_calculator` returns a plain ASE calculator (``atoms.calc = ...``) for a
   potential by name: ``"mattersim"`` (the paper's guidance potential), ``"chgnet"`` (the
   offline default: its weights ship in its wheel), ``"sevenn"`` (weights in the wheel
-  too), ``"grace"`` (the paper's validation potential, via the optional
-  ``tensorpotential`` package), or any ASE calculator passed through.
+  too), ``"grace"`` (the paper's validation potential, tensorpotential's GRACE models
+  on TensorFlow: a foundation model by name, fetched by tensorpotential at run time, or a
+  local model folder), or any ASE calculator passed through.
 * :func:`get_potential` returns a :class:`BatchedPotential`: the energies of a whole
   :class:`~aseguide.state.CrystalBatch` in one call, differentiable with respect to the
   batch's fractional coordinates and lattice. For the torch potentials (MatterSim,
@@ -14,7 +15,13 @@ Two faces of the same potentials:
   each package does), then one batched network call runs on the potential's device and
   autograd flows to ``batch.frac`` and ``batch.cell``. For any other ASE calculator
   (:class:`ASECalculatorPotential`, used for GRACE) the gradient is the chain rule from
-  its forces and stress.
+  its forces and stress; the structures are evaluated one at a time, largest first.
+
+GRACE runs on TensorFlow, next to torch in the same process. Its energies serve the
+validation (``aseguide analyze --calculator grace``: generated and reference structures
+with the same potential, then the hull), not guidance: TensorFlow gradients do not flow
+into torch's autograd, so :class:`~aseguide.constraints.EnergyAboveHull` refuses it
+(use ``"mattersim"``, ``"chgnet"`` or ``"sevenn"`` there).
 
 A potential is loaded once, when the object is built, and kept by the object (no module
 level cache, no reload per call). Model parameters are frozen (``requires_grad=False``)
@@ -43,7 +50,9 @@ torch.Size([8, 3])
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import os
 import sys
 import warnings
@@ -68,6 +77,7 @@ __all__ = [
     "ASECalculatorPotential",
     "get_calculator",
     "get_potential",
+    "grace_model_path",
 ]
 
 #: Potential names understood by :func:`get_calculator` / :func:`get_potential`
@@ -586,7 +596,8 @@ class ASECalculatorPotential(BatchedPotential):
     * ``dE/df_i = -F_i L^T``
     * ``dE/dL = V L^{-T} sigma`` (at fixed fractional coordinates)
 
-    The structures are evaluated one by one (an ASE calculator takes one ``Atoms``).
+    The structures are evaluated one by one (an ASE calculator takes one ``Atoms``),
+    the largest first (results in the batch's order).
 
     Parameters
     ----------
@@ -627,10 +638,11 @@ class ASECalculatorPotential(BatchedPotential):
         g_frac = np.zeros_like(frac)
         g_cell = np.zeros_like(cell)
         self.last_failures = {}
-        start = 0
-        for i, n in enumerate(counts):
-            sl = slice(start, start + n)
-            start += n
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
+        # largest first: a calculator that compiles per shape (GRACE's XLA) compiles the
+        # widest shape once and reuses it for the smaller ones; results keep their places
+        for i in sorted(range(S), key=lambda k: -int(counts[k])):
+            sl = slice(starts[i], starts[i] + counts[i])
             L = cell[i]
             atoms = Atoms(numbers=numbers[sl], positions=frac[sl] @ L, cell=L, pbc=True)
             atoms.calc = self.calculator
@@ -677,20 +689,160 @@ class ASECalculatorPotential(BatchedPotential):
         return f"ASECalculatorPotential({self.name})"
 
 
-# --------------------------------------------------------------------------- factories
-def _grace_calculator(model: str | os.PathLike | None = None, **kwargs: Any) -> Calculator:
+# --------------------------------------------------------------------------- GRACE (TensorFlow)
+#: Options of tensorpotential's ``grace_fm`` for foundation models, used for local folders too
+#: (padding of the XLA-compiled shapes; uncertainty quantification off, as it slows the model).
+GRACE_CALCULATOR_DEFAULTS: dict[str, Any] = {
+    "pad_neighbors_fraction": 0.05,
+    "pad_atoms_number": 10,
+    "max_number_reduction_recompilation": 2,
+    "enable_uq_if_available": False,
+}
+
+
+def _import_tensorpotential() -> Any:
+    """Import tensorpotential (its start-up notes go to stderr, not stdout)."""
+    # tensorpotential sets this itself (tf.keras must be Keras 2, i.e. tf_keras) and
+    # prints a note when it has to; setting it first keeps stdout clean
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     try:
-        from tensorpotential.calculator import grace_fm
+        with contextlib.redirect_stdout(sys.stderr):
+            import tensorpotential.calculator.asecalculator  # noqa: F401
+            import tensorpotential.calculator.foundation_models as foundation_models
     except ImportError as exc:
         raise _import_error("grace", exc) from exc
+    return foundation_models
+
+
+def _tf_device(device: str | torch.device | None) -> str | None:
+    """TensorFlow device string for a torch-style device (``None``: TensorFlow's own choice).
+
+    ``None``/``"auto"`` lets TensorFlow place the model (a visible GPU first, as torch
+    potentials pick CUDA when available); ``"cpu"``; ``"cuda"``/``"cuda:K"``/``"gpu:K"``.
+    """
+    if device is None or str(device) == "auto":
+        return None
+    kind, _, index = str(device).lower().partition(":")
+    if kind == "cpu":
+        return "/CPU:0"
+    if kind not in ("cuda", "gpu"):
+        raise ValueError(f"device {device!r} is not 'cpu', 'cuda', 'cuda:K' or 'auto'")
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    k = int(index or 0)
+    if k >= len(gpus):
+        raise RuntimeError(
+            f"device {device!r} requested for GRACE, but TensorFlow sees {len(gpus)} GPU(s) "
+            f"(tensorflow {tf.__version__}; install.sh installs the CPU build tensorflow-cpu: install "
+            "'tensorflow[and-cuda]' of the same version for a GPU)"
+        )
+    return f"/GPU:{k}"
+
+
+@functools.cache
+def _grace_calculator_class() -> type:
+    """tensorpotential's ``TPCalculator``, pinned to a TensorFlow device (class built on first use)."""
+    _import_tensorpotential()
+    from tensorpotential.calculator.asecalculator import TPCalculator
+
+    class GraceCalculator(TPCalculator):
+        """tensorpotential's ``TPCalculator`` whose model is loaded and run on ``tf_device``.
+
+        ``tf_device=None`` leaves the placement to TensorFlow. ``model_path`` is the
+        SavedModel folder that was loaded.
+        """
+
+        def __init__(self, model: str, *, tf_device: str | None = None, **kwargs: Any) -> None:
+            self.tf_device = tf_device
+            self.model_path = str(model)
+            with self._device_scope():
+                super().__init__(model=str(model), **kwargs)
+
+        def _device_scope(self):
+            if self.tf_device is None:
+                return contextlib.nullcontext()
+            import tensorflow as tf
+
+            return tf.device(self.tf_device)
+
+        def calculate(self, *args: Any, **kwargs: Any) -> None:
+            with self._device_scope():
+                super().calculate(*args, **kwargs)
+
+    return GraceCalculator
+
+
+def _looks_like_path(text: str) -> bool:
+    return os.sep in text or "/" in text or text.startswith((".", "~"))
+
+
+def grace_model_path(model: str | os.PathLike | None = None) -> Path:
+    """The local SavedModel folder of a GRACE model name or folder.
+
+    Parameters
+    ----------
+    model:
+        A GRACE foundation model name known to tensorpotential (default
+        ``"GRACE-2L-OMAT-large-ft-AM"``, the paper's; old and short aliases are
+        accepted), fetched by tensorpotential into its cache (``$GRACE_CACHE``, default
+        ``~/.cache/grace``) on first use; or the path of a model folder as
+        tensorpotential writes it (``saved_model.pb``, ``variables/``,
+        ``metadata.yaml``: a downloaded foundation model or your own fit).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder to load.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a path that does not exist.
+    ValueError
+        For a folder without ``saved_model.pb``, or a name that is neither a folder nor
+        a model tensorpotential knows (the known names are listed).
+    RuntimeError
+        When a named model is not cached and cannot be downloaded (offline).
+    ImportError
+        When tensorpotential is not installed.
+    """
     model = GRACE_DEFAULT_MODEL if model is None else model
-    if Path(str(model)).exists():
-        from tensorpotential.calculator import TPCalculator
+    text = os.fspath(model)
+    path = Path(text).expanduser()
+    if path.exists() or isinstance(model, os.PathLike) or _looks_like_path(text):
+        if not path.exists():
+            raise FileNotFoundError(f"no such GRACE model folder: {text!r}")
+        if not (path / "saved_model.pb").is_file():
+            raise ValueError(f"{text!r} is not a GRACE model folder (no saved_model.pb): give the folder of a "
+                             "model saved by tensorpotential (gracemaker's saved_model, or a downloaded one)")
+        return path
+    fm = _import_tensorpotential()
+    name = fm.MODELS_ALIASES_DICT.get(text) or text
+    if name not in fm.MODELS_NAME_LIST:
+        raise ValueError(f"unknown GRACE model {text!r} (and no such folder): choose a model folder or one of "
+                         f"{', '.join(fm.MODELS_NAME_LIST)}")
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            return Path(fm.get_or_download_model(name))
+    except Exception as exc:  # noqa: BLE001 - network errors of any kind: say what to do
+        cache = os.path.join(fm.FOUNDATION_CACHE_DIR, name)
+        raise RuntimeError(
+            f"GRACE model {name!r} is not in tensorpotential's cache ({cache}) and could not be downloaded "
+            f"({type(exc).__name__}: {exc}). On a machine with internet run `grace_models download {name}` and "
+            f"copy the folder to {cache} (or set GRACE_CACHE), or pass the folder itself as model="
+        ) from exc
 
-        return TPCalculator(model=str(model), **kwargs)
-    return grace_fm(str(model), **kwargs)
+
+def _grace_calculator(
+    model: str | os.PathLike | None = None, device: str | torch.device | None = None, **kwargs: Any
+) -> Calculator:
+    path = grace_model_path(model)
+    options = {**GRACE_CALCULATOR_DEFAULTS, **kwargs}
+    return _grace_calculator_class()(str(path), tf_device=_tf_device(device), **options)
 
 
+# --------------------------------------------------------------------------- factories
 def get_calculator(name: str | Calculator | BatchedPotential, **kwargs: Any) -> Calculator:
     """An ASE calculator for a potential by name, or the calculator passed in.
 
@@ -705,15 +857,26 @@ def get_calculator(name: str | Calculator | BatchedPotential, **kwargs: Any) -> 
         MatterSim ``"mattersim-v1.0.0-1M"`` (default) / ``"...-5M"`` / a ``.pth`` in
         mattersim's format; CHGNet ``"0.3.0"`` (default) / ``"0.2.0"`` / ``"r2scan"`` /
         a file; SevenNet ``"7net-0"`` (default) / a checkpoint; GRACE
-        ``"GRACE-2L-OMAT-large-ft-AM"`` (default) / a model folder.
-        ``device=`` (``"cpu"``, ``"cuda"``; default: CUDA when available).
+        ``"GRACE-2L-OMAT-large-ft-AM"`` (default) or any name tensorpotential knows
+        (downloaded into ``$GRACE_CACHE``, default ``~/.cache/grace``, on first use) /
+        a local model folder (``saved_model.pb`` + ``variables/``, see
+        :func:`grace_model_path`).
+        ``device=`` (``"cpu"``, ``"cuda"``; default: CUDA when available; for GRACE,
+        TensorFlow's device: a visible GPU when there is one).
         ``modal=`` for multi-fidelity SevenNet models. Other keywords go to the
-        calculator's constructor.
+        calculator's constructor (for GRACE, tensorpotential's ``TPCalculator``, with
+        :data:`GRACE_CALCULATOR_DEFAULTS` unless given).
 
     Raises
     ------
     ValueError
-        For an unknown potential name (named in the message).
+        For an unknown potential name (named in the message), or an unknown GRACE
+        model name.
+    FileNotFoundError
+        For a checkpoint or model folder that does not exist.
+    RuntimeError
+        For a GRACE model that is neither cached nor downloadable (offline), or
+        ``device="cuda"`` when TensorFlow sees no GPU.
     ImportError
         When the potential's package is missing (with the ``pip install`` line).
 
@@ -723,6 +886,7 @@ def get_calculator(name: str | Calculator | BatchedPotential, **kwargs: Any) -> 
     >>> atoms = bulk("Si")
     >>> atoms.calc = get_calculator("chgnet")  # doctest: +SKIP
     >>> atoms.get_potential_energy()           # doctest: +SKIP
+    >>> atoms.calc = get_calculator("grace", model="path/to/GRACE-model-folder")  # doctest: +SKIP
     """
     if isinstance(name, BatchedPotential):
         return name.as_calculator()
@@ -755,10 +919,7 @@ def get_calculator(name: str | Calculator | BatchedPotential, **kwargs: Any) -> 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return SevenNetCalculator(str(model or "7net-0"), device=_resolve_device(device), **kwargs)
-    # grace
-    if device is not None:
-        warnings.warn("device= is ignored for GRACE (tensorflow places it)", stacklevel=2)
-    return _grace_calculator(model, **kwargs)
+    return _grace_calculator(model, device, **kwargs)
 
 
 def _is_instance_of(obj: Any, module: str, cls_name: str) -> bool:
@@ -809,7 +970,7 @@ def get_potential(calculator: str | Calculator | BatchedPotential, **kwargs: Any
             return CHGNetPotential.from_pretrained("0.3.0" if model is None else model, device=device)
         if canonical == "sevenn":
             return SevenNetPotential.from_checkpoint(model or "7net-0", modal=modal, device=device)
-        return ASECalculatorPotential(_grace_calculator(model), name="grace")
+        return ASECalculatorPotential(_grace_calculator(model, device), name="grace")
     if kwargs:
         raise TypeError(f"keywords {sorted(kwargs)} only apply to a potential given by name")
     if _is_instance_of(calculator, "mattersim.forcefield.potential", "MatterSimCalculator"):

@@ -47,6 +47,29 @@ if TYPE_CHECKING:  # pragma: no cover - no import of aseguide.calculators at run
 
 __all__ = ["EnergyAboveHull"]
 
+#: Why GRACE cannot drive guidance, and what to use instead.
+GRACE_GUIDANCE_ERROR = (
+    "GRACE cannot be the potential of an EnergyAboveHull guidance objective: it runs on TensorFlow, "
+    "and TensorFlow gradients do not flow into the torch autograd graph that guidance differentiates "
+    "through. Guide with a torch potential: 'mattersim' (the paper's guidance potential), 'chgnet' or "
+    "'sevenn'; use GRACE to validate (aseguide analyze --calculator grace, "
+    "aseguide.calculators.get_calculator('grace'))."
+)
+
+
+def _is_grace(calculator: Any) -> bool:
+    """A GRACE calculator or potential (without importing tensorpotential)."""
+    import sys
+
+    if isinstance(calculator, str):
+        return calculator.strip().lower() == "grace"
+    if getattr(calculator, "name", None) == "grace":  # get_potential("grace")
+        return True
+    module = sys.modules.get("tensorpotential.calculator.asecalculator")
+    cls = getattr(module, "TPCalculator", None) if module is not None else None
+    inner = getattr(calculator, "calculator", calculator)  # ASECalculatorPotential
+    return cls is not None and isinstance(inner, cls)
+
 
 def _parse_target(target: Any) -> Target | None:
     """``None``, a value, ``(lo, hi)`` with ``None`` for an open side, or a list of intervals."""
@@ -78,8 +101,10 @@ class EnergyAboveHull(Objective):
     Parameters
     ----------
     calculator:
-        The potential: a name (``"mattersim"``, ``"chgnet"``, ``"sevenn"``, ``"grace"``),
-        an ASE calculator, or a :class:`~aseguide.calculators.potentials.BatchedPotential`.
+        The potential: a name (``"mattersim"``, ``"chgnet"``, ``"sevenn"``), an ASE
+        calculator, or a :class:`~aseguide.calculators.potentials.BatchedPotential`.
+        Not GRACE (``"grace"``): it runs on TensorFlow, whose gradients do not flow into
+        torch; GRACE validates (``aseguide analyze --calculator grace``).
         Loaded once, at first use (a name given here is loaded lazily, so reading a
         trajectory that carries this restraint does not load a model).
     hull:
@@ -108,7 +133,8 @@ class EnergyAboveHull(Objective):
     Raises
     ------
     ValueError
-        For a formation-energy hull (a potential gives total energies), an unknown
+        For a formation-energy hull (a potential gives total energies), a GRACE
+        potential (no torch gradients; the message names the alternatives), an unknown
         loss or a bad number (named).
 
     Example
@@ -167,7 +193,11 @@ class EnergyAboveHull(Objective):
             from aseguide.calculators.potentials import _canonical
 
             self._spec = _canonical(calculator)
+            if self._spec == "grace":
+                raise ValueError(GRACE_GUIDANCE_ERROR)
         elif calculator is not None:
+            if _is_grace(calculator):
+                raise ValueError(GRACE_GUIDANCE_ERROR)
             if self.calculator_kwargs:
                 raise ValueError("calculator_kwargs only apply to a potential given by name")
             from aseguide.calculators.potentials import get_potential
@@ -195,6 +225,8 @@ class EnergyAboveHull(Objective):
     def potential(self, value: Any) -> None:
         from aseguide.calculators.potentials import get_potential
 
+        if _is_grace(value):
+            raise ValueError(GRACE_GUIDANCE_ERROR)
         self._potential = get_potential(value)
 
     # ------------------------------------------------------------------ pieces
