@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 __all__ = ["register", "run_generate"]
 
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run_generate(args: argparse.Namespace) -> int:
+    begin = time.perf_counter()
     from aseguide.cli import UsageError
     from aseguide.generate import GenerateConfig, generate
 
@@ -84,6 +86,8 @@ def run_generate(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
+    # the count is the one recorded in progress.json, i.e. what the files hold
     print(f"{summary.num_structures} structures in {summary.output} "
-          f"({summary.seconds:.1f} s, {summary.resumed_batches} batches resumed)")
+          f"({time.perf_counter() - begin:.1f} s in all: model loading {summary.load_seconds:.1f} s, "
+          f"generation {summary.seconds:.1f} s; {summary.resumed_batches} batches resumed)")
     return 0

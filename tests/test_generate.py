@@ -65,7 +65,7 @@ def test_run_writes_every_batch_and_resume_continues(tmp_path, tiny_model):
     # simulate a crash after batch 1 (batch 2 was appended but not recorded)
     progress = json.loads((out / "progress.json").read_text())
     reference = read(out / "structures.extxyz", ":")
-    (out / "progress.json").write_text(json.dumps({**progress, "batches_done": 1,
+    (out / "progress.json").write_text(json.dumps({**progress, "batches_done": 1, "structures": 2,
                                                    "sizes": progress_after_first_batch(out, 2)}))
     summary = generate(config, model=tiny_model, resume=True)
     assert summary.resumed_batches == 1
