@@ -125,3 +125,24 @@ def test_settings_the_model_rejects_leave_no_output(tmp_path, tiny_model):
     with pytest.raises(ValueError, match="chemical_system"):
         generate(config, model=tiny_model)
     assert not out.exists()
+
+
+def test_printed_time_includes_model_loading(tmp_path, tiny_model, monkeypatch, capsys):
+    import re
+    import time
+
+    import aseguide.generate as generate_module
+
+    def slow_load(config):
+        time.sleep(0.5)
+        return tiny_model
+
+    monkeypatch.setattr(generate_module, "_load_model", slow_load)
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({**SMALL, "num_structures": 2}))
+    assert main(["generate", str(config), "--output", str(tmp_path / "out"), "-q"]) == 0
+    line = capsys.readouterr().out
+    match = re.search(r"\(([\d.]+) s in all.*model loading ([\d.]+) s, generation ([\d.]+) s", line)
+    assert match, line
+    total, loading, sampling = map(float, match.groups())
+    assert loading >= 0.5 and total >= loading + sampling - 0.1

@@ -166,3 +166,22 @@ def test_carbon_case_study_script_runs_with_the_trained_model(trained, tmp_path)
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in ("volume", "cn4", "cn3"))
     assert (out / "report_cn4" / "summary.json").is_file()
+
+
+def test_preset_that_contradicts_the_config_file_is_a_usage_error_and_writes_nothing(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """`aseguide train examples/carbon/train.yaml --preset tiny`: exit 2, conflicting keys named, no files."""
+    from pathlib import Path
+
+    from aseguide.cli import main
+
+    config = Path(__file__).resolve().parents[1] / "examples" / "carbon" / "train.yaml"
+    monkeypatch.chdir(tmp_path)  # the file's relative output (runs/...) would land here
+    assert main(["train", str(config), "--preset", "tiny", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "--preset tiny and" in error and "disagree" in error
+    tiny = TrainConfig.tiny()
+    for key, value in (("hidden_dim", 96), ("num_blocks", 2), ("cutoff", 5.0)):
+        assert getattr(tiny, key) != value
+        assert f"{key}={value!r}" in error
+    assert list(tmp_path.iterdir()) == []
