@@ -49,6 +49,7 @@ def run_killed(config: GenerateConfig, model, *, operation: str, when: int, resu
     pid = os.fork()
     if pid == 0:  # the child: never returns into pytest
         try:
+            signal.alarm(300)  # a child that hangs dies (SIGALRM) and the test fails instead of waiting
             calls = {"n": 0}
             if operation == "rename":
                 real_replace = os.replace
