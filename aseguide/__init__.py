@@ -7,6 +7,7 @@ dynamics object driving a pretrained MatterGen model loaded with :func:`load_mod
 
 __version__ = "0.1.0"
 
+import aseguide._started  # noqa: F401  (first: the time aseguide generate prints counts from here)
 import aseguide.constraints  # noqa: F401  (registers the objectives with ase.constraints for .traj files)
 from aseguide.models import load_model
 from aseguide.optimize import GuidedDiffusion

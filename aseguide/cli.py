@@ -37,7 +37,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "register_command", "COMMAND_MODULES",
+__all__ = ["main", "build_parser", "register_command", "run_script", "COMMAND_MODULES",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "UsageError"]
 
 EXIT_OK = 0
@@ -324,9 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     prog = f"aseguide {args.command}" if getattr(args, "command", None) else "aseguide"
+    return _reporting(lambda: int(args.func(args) or EXIT_OK), prog, (UsageError,))
+
+
+def _reporting(call: Callable[[], int], prog: str, usage: tuple[type[BaseException], ...]) -> int:
+    """``call()`` with exceptions turned into the messages and exit codes of the module documentation."""
     try:
-        return int(args.func(args) or EXIT_OK)
-    except UsageError as exc:
+        return call()
+    except usage as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -338,6 +343,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {type(exc).__name__}: {exc} (set ASEGUIDE_DEBUG=1 for the traceback)",
               file=sys.stderr)
         return EXIT_FAILURE
+
+
+def run_script(function: Callable[[], object], prog: str | None = None) -> int:
+    """Run a script's ``function()`` with the messages and exit codes of ``aseguide``.
+
+    For scripts built on aseguide (``examples/*/run.py``): a :class:`ValueError` (bad
+    setting, missing model, corrupt checkpoint) prints ``PROG: error: message`` and
+    gives exit code 2, any other exception a one-line message and exit code 1 (the
+    traceback with ``ASEGUIDE_DEBUG=1``), Ctrl-C 130; success is 0.
+
+    Example
+    -------
+    >>> run_script(lambda: int("x"), prog="demo")   # prints "demo: error: invalid literal ..." to stderr
+    2
+    """
+    prog = prog or os.path.basename(sys.argv[0]) or "script"
+
+    def call() -> int:
+        function()
+        return EXIT_OK
+
+    return _reporting(call, prog, (UsageError, ValueError))
 
 
 if __name__ == "__main__":  # pragma: no cover

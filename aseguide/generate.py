@@ -21,8 +21,15 @@ saying "out of memory") is split into two halves, each run with its own seed (se
 batch record their part in ``atoms.info["split"]`` and the ``split`` column, and their
 own seed in ``seed``. Batches already written are never touched.
 
-Each file is appended only after the batch is complete (written to a temporary file,
-then appended in one write), so no half-written batch is ever left behind.
+``progress.json`` is the single source of truth of the run folder: it is written
+(atomically, through a temporary file and a rename) before the first structure and
+after each batch, and records how many structures are done and the size of
+``structures.extxyz`` and ``results.csv`` at that point. A run killed at any instruction
+leaves a folder that ``resume=True`` continues exactly: bytes a killed batch appended
+after the record are cut, temporary files are removed, and the batch is generated again
+with its own seed (CIFs are written through a rename too). Resuming with a larger
+``num_structures`` appends new batches (seeds continue ``seed + batch``); fewer than
+are already done is refused. All files follow the umask.
 
 Example
 -------
@@ -43,7 +50,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -241,13 +247,21 @@ def build_objective(entries: list, combine: Mapping[str, Any] | None = None):
 
 @dataclass
 class RunSummary:
-    """What a run produced."""
+    """What a run produced.
+
+    ``num_structures`` and ``batches_done`` are those recorded in ``progress.json``
+    (what the files hold, resumed batches included); ``seconds`` is the generation time,
+    ``load_seconds`` the time spent loading the model before it, ``total_seconds`` both
+    with the checks of the run folder.
+    """
 
     output: Path
     num_structures: int
     batches_done: int
     seconds: float
     resumed_batches: int = 0
+    load_seconds: float = 0.0
+    total_seconds: float = 0.0
 
 
 def _atomic_append(path: Path, text: str) -> None:
@@ -257,11 +271,33 @@ def _atomic_append(path: Path, text: str) -> None:
         os.fsync(handle.fileno())
 
 
-def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(handle, "w") as stream:
-        json.dump(data, stream, indent=2, default=str)
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def _write_atomic(path: Path, text: str | bytes) -> None:
+    """Replace ``path`` by ``text`` through ``<path>.tmp`` and a rename: never a half-written file.
+
+    The file is created with :func:`open`, so its permissions follow the umask like every
+    other file of the run folder.
+    """
+    tmp = _tmp_name(path)
+    with open(tmp, "wb") as handle:
+        handle.write(text.encode("utf-8") if isinstance(text, str) else text)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: Mapping[str, Any]) -> None:
+    _write_atomic(path, json.dumps(data, indent=2, default=str))
+
+
+def _remove_stale_tmp(output: Path) -> None:
+    """Remove temporary files left by a run killed between writing and renaming one."""
+    for pattern in ("config.json*.tmp", "progress.json*.tmp", "cifs/gen_*.cif*.tmp"):
+        for stale in output.glob(pattern):
+            stale.unlink(missing_ok=True)
 
 
 def _csv_header(path: Path) -> list[str] | None:
@@ -472,10 +508,13 @@ def generate(
 
     from aseguide.optimize import GuidedDiffusion
 
+    begin = time.perf_counter()
     output = Path(config.output)
     progress_file = output / "progress.json"
     stored = output / "config.json"
+    data_files = ("structures.extxyz", "results.csv")
     done_batches = 0
+    produced = 0
     record: dict[str, Any] = {}
     if progress_file.exists():
         if not resume:
@@ -492,22 +531,34 @@ def generate(
             raise ValueError(f"cannot resume {str(output)!r}: settings differ from the stored run: {differing}")
         record = json.loads(progress_file.read_text())
         done_batches = int(record["batches_done"])
-        # A crash after appending a batch but before recording it: cut the files back.
-        for name, size in record.get("sizes", {}).items():
+        produced = int(record.get("structures", 0))
+        if produced > config.num_structures:
+            raise ValueError(f"cannot resume {str(output)!r} with num_structures={config.num_structures}: "
+                             f"it already holds {produced} structures")
+        sizes = record.get("sizes", {})
+        for name in data_files:
             target = output / name
-            if target.exists() and target.stat().st_size > size:
-                with open(target, "r+b") as handle:
-                    handle.truncate(size)
+            size = int(sizes.get(name, 0))
+            actual = target.stat().st_size if target.exists() else 0
+            if actual < size:
+                raise ValueError(f"cannot resume {str(output)!r}: {name} has {actual} bytes but progress.json "
+                                 f"records {size} for {produced} structures; the file was cut or replaced")
+    else:
+        present = [name for name in data_files if (output / name).exists()]
+        if present:
+            raise ValueError(f"output folder {str(output)!r} holds {present} but no progress.json, so what they "
+                             "contain is unknown; choose another output (or remove them)")
     objective = build_objective(config.objectives, config.combine)
     model = model if model is not None else _load_model(config)
+    load_seconds = time.perf_counter() - begin
     batch_size = config.batch_size
     if batch_size == "auto":
         batch_size = int(record["batch_size"]) if record.get("batch_size") else \
             auto_batch_size(model, config, objective)
-    n_batches = math.ceil(config.num_structures / batch_size)
+    n_batches = done_batches + math.ceil((config.num_structures - produced) / batch_size)
 
-    def batch_size_of(batch_index: int) -> int:
-        return min(batch_size, config.num_structures - batch_index * batch_size)
+    def size_after(done: int) -> int:
+        return min(batch_size, config.num_structures - done)
 
     def dynamics_for(size: int, seed: int) -> GuidedDiffusion:
         return GuidedDiffusion(
@@ -519,24 +570,45 @@ def generate(
 
     # Settings the model rejects (conditions, sizes, strengths) fail here, before any file exists.
     first = None
-    if done_batches < n_batches:
+    if produced < config.num_structures:
         try:
-            first = dynamics_for(batch_size_of(done_batches), config.seed + done_batches)
+            first = dynamics_for(size_after(produced), config.seed + done_batches)
         except RuntimeError as error:  # the prior alone did not fit: the batch loop splits it
             if not is_out_of_memory(error):
                 raise
             _release_memory()
     output.mkdir(parents=True, exist_ok=True)
     (output / "cifs").mkdir(exist_ok=True)
+    _remove_stale_tmp(output)
+
+    def save_progress(batches_done: int) -> None:
+        # The single source of truth: structures.extxyz and results.csv hold exactly the bytes
+        # recorded here; anything a killed run appended after them is cut on --resume.
+        sizes = {name: (output / name).stat().st_size if (output / name).exists() else 0 for name in data_files}
+        _write_json(progress_file, {"batches_done": batches_done, "structures": produced,
+                                    "batches_total": n_batches, "batch_size": batch_size, "sizes": sizes})
+
+    if record:
+        # A crash after appending a batch but before recording it: cut the files back.
+        for name in data_files:
+            target = output / name
+            size = int(record.get("sizes", {}).get(name, 0))
+            if target.exists() and target.stat().st_size > size:
+                with open(target, "r+b") as handle:
+                    handle.truncate(size)
+                    handle.flush()
+                    os.fsync(handle.fileno())
     _write_json(stored, config.todict())
+    # recorded before any structure is appended, so that every later state can be continued
+    save_progress(done_batches)
 
     start_time = time.perf_counter()
-    produced = done_batches * batch_size
-    for batch_index in range(done_batches, n_batches):
+    batch_index = done_batches
+    while produced < config.num_structures:
         seed = config.seed + batch_index
-        prepared = first if batch_index == done_batches else None
+        prepared = first
         first = None
-        structures = _run_batch(dynamics_for, batch_size_of(batch_index), seed, prepared)
+        structures = _run_batch(dynamics_for, size_after(produced), seed, prepared)
         parts = {}
         if objective is not None and hasattr(objective, "parts"):
             from aseguide.state import CrystalBatch
@@ -547,7 +619,7 @@ def generate(
                 parts = {name: np.asarray(v.detach().cpu()) for name, v in values.items()}
         rows = []
         text = io.StringIO()
-        first_index = batch_index * batch_size
+        first_index = produced
         for offset, atoms in enumerate(structures):
             index = first_index + offset
             part_seed = atoms.info.get("seed", seed)
@@ -563,21 +635,24 @@ def generate(
             rows.append(row)
         write(text, structures, format="extxyz")
         for offset, atoms in enumerate(structures):
-            write(output / "cifs" / f"gen_{first_index + offset}.cif", atoms, format="cif")
+            cif = io.BytesIO()
+            write(cif, atoms, format="cif")
+            _write_atomic(output / "cifs" / f"gen_{first_index + offset}.cif", cif.getvalue())
         _atomic_append(output / "structures.extxyz", text.getvalue())
         table = io.StringIO()
         results = output / "results.csv"
         fieldnames = _csv_header(results) or list(rows[0])
         writer = csv.DictWriter(table, fieldnames=fieldnames, extrasaction="ignore")
-        if not results.exists():
+        if not results.exists() or results.stat().st_size == 0:
             writer.writeheader()
         writer.writerows(rows)
         _atomic_append(results, table.getvalue())
         produced = first_index + len(structures)
-        sizes = {name: (output / name).stat().st_size for name in ("structures.extxyz", "results.csv")}
-        _write_json(progress_file, {"batches_done": batch_index + 1, "structures": produced,
-                                    "batches_total": n_batches, "batch_size": batch_size, "sizes": sizes})
+        batch_index += 1
+        save_progress(batch_index)
         if progress is not None:
             progress(produced, config.num_structures, time.perf_counter() - start_time)
-    return RunSummary(output=output, num_structures=produced, batches_done=n_batches,
-                      seconds=time.perf_counter() - start_time, resumed_batches=done_batches)
+    now = time.perf_counter()
+    return RunSummary(output=output, num_structures=produced, batches_done=batch_index,
+                      seconds=now - start_time, resumed_batches=done_batches,
+                      load_seconds=load_seconds, total_seconds=now - begin)

@@ -162,6 +162,14 @@ def _check_conditions(model: ScoreBackend, conditions: dict[str, Any]) -> dict[s
     return check_conditions(conditions, accepted=model.conditions, model=type(model).__name__)
 
 
+def _is_writer_method(function) -> bool:
+    """Whether ``function`` is the bound ``write`` of an ASE trajectory writer or a :class:`FrameWriter`."""
+    from ase.io.trajectory import TrajectoryWriter
+
+    owner = getattr(function, "__self__", None)
+    return getattr(function, "__name__", None) == "write" and isinstance(owner, (TrajectoryWriter, FrameWriter))
+
+
 def _rng_devices(device: torch.device) -> list[int]:
     return [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
 
@@ -209,8 +217,10 @@ class GuidedDiffusion(BaseDynamics):
         Torch device of the session.
     trajectory:
         Path (``.traj``, ``.extxyz``, ...) or an object with ``write(atoms)``: every
-        ``loginterval`` steps, every structure of the batch is appended, with
-        ``step``, ``t``, ``index`` (and ``loss``) in ``atoms.info``.
+        ``loginterval`` steps, every structure of the batch is appended, with the
+        ``atoms.info`` of :meth:`current_atoms` (that of the final structures, ``loss``
+        included, plus ``step``, ``t``, ``kind``). The frames of the last step are the
+        structures :meth:`get_structures` returns.
     trajectory_kind:
         ``"x0"`` (default): the Tweedie estimate the step's predictor used — a clean
         crystal with real species; ``"xt"``: the noisy state after the step, with the
@@ -471,15 +481,26 @@ class GuidedDiffusion(BaseDynamics):
     def attach(self, function, interval: int = 1, *args, **kwargs) -> None:
         """Call ``function(*args, **kwargs)`` every ``interval`` steps (ASE semantics).
 
-        An object with a ``write`` method (e.g. an open ``ase.io.Trajectory``) instead
-        receives every structure of the current batch (kind ``trajectory_kind``).
+        A writer — an object with a ``write`` method (e.g. an open
+        ``ase.io.Trajectory``), or the ``write`` method of an ``ase.io.Trajectory`` /
+        :class:`~aseguide.io.FrameWriter` given without arguments (the ASE idiom
+        ``dyn.attach(traj.write, interval=n)``) — instead receives every structure of
+        the current batch (kind ``trajectory_kind``, with the ``atoms.info`` of
+        :meth:`current_atoms`).
         """
+        writer = None
         if not callable(function) and hasattr(function, "write"):
             writer = function
-
+        elif not args and not kwargs and _is_writer_method(function):
+            writer = function.__self__
+        if writer is not None:
             def function():
-                for atoms in self.current_atoms(self.trajectory_kind):
-                    writer.write(atoms)
+                images = self.current_atoms(self.trajectory_kind)
+                if isinstance(writer, FrameWriter):
+                    writer.write(images)
+                else:
+                    for atoms in images:
+                        writer.write(atoms)
 
         super().attach(function, interval, *args, **kwargs)
 
@@ -489,22 +510,37 @@ class GuidedDiffusion(BaseDynamics):
             raise RuntimeError("no diffusion step taken yet: the prior holds no crystal")
 
     def current_batch(self, kind: str = "x0") -> CrystalBatch:
-        """Current batch on the session device (no copy): ``"x0"`` or ``"xt"`` (see ``trajectory_kind``)."""
+        """Current batch on the session device (no copy): ``"x0"`` or ``"xt"`` (see ``trajectory_kind``).
+
+        Once the run is finished, both kinds are the generated crystals of
+        :meth:`final_batch`, so that the last trajectory frame of a structure is the
+        structure :meth:`get_structures` returns.
+        """
         self._require_step()
         if kind not in _KINDS:
             raise ValueError(f"kind must be one of {_KINDS}, got {kind!r}")
         if "x0" not in self._cache:
-            x_in, t, scores = self._last
-            with torch.no_grad():
-                self._cache["x0"] = self.session.tweedie(x_in, t, scores).detach()
-        if kind == "x0":
+            if self.finished:
+                self._cache["x0"] = self.final_batch()
+            else:
+                x_in, t, scores = self._last
+                with torch.no_grad():
+                    self._cache["x0"] = self.session.tweedie(x_in, t, scores).detach()
+        if kind == "x0" or self.finished:
             return self._cache["x0"]
         return self._x.replace(numbers=self._cache["x0"].numbers)
 
     def current_atoms(self, kind: str = "x0") -> list:
-        """Current structures as ``ase.Atoms`` (copied to the CPU only when called)."""
+        """Current structures as ``ase.Atoms`` (copied to the CPU only when called).
+
+        ``atoms.info`` holds what :meth:`get_structures` gives the final structures
+        (``index``, ``seed``, ``nonfinite_steps``, ``finite``, ``guidance``, and with an
+        objective ``loss`` and ``satisfied`` of the current ``x̂0``), plus ``step``,
+        ``t`` and ``kind``.
+        """
         batch = self.current_batch(kind)
         images = self.session.to_atoms(batch)
+        self._annotate(images, self.current_losses(), self.current_satisfied())
         t = self._times_cpu[self.nsteps - 1]
         for i, atoms in enumerate(images):
             atoms.info.update(step=self.nsteps, t=t, index=i, kind=kind)
@@ -537,12 +573,7 @@ class GuidedDiffusion(BaseDynamics):
 
     # ------------------------------------------------------------------ output
     def _write_frame(self) -> None:
-        images = self.current_atoms(self.trajectory_kind)
-        losses = self.current_losses()
-        if losses is not None:
-            for atoms, loss in zip(images, losses):
-                atoms.info["loss"] = float(loss)
-        self._frames.write(images)
+        self._frames.write(self.current_atoms(self.trajectory_kind))
 
     def log(self) -> None:
         """Write one line of the per-step table (when a logfile was given)."""
@@ -591,6 +622,11 @@ class GuidedDiffusion(BaseDynamics):
                 losses = self.objective.loss(batch).detach().cpu().numpy()
             if callable(getattr(self.objective, "satisfied", None)):
                 sat = np.asarray(torch.as_tensor(self.objective.satisfied(batch)).cpu(), dtype=bool)
+        self._annotate(images, losses, sat)
+        return images
+
+    def _annotate(self, images: list, losses: np.ndarray | None, sat: np.ndarray | None) -> None:
+        """The ``atoms.info`` of final structures and observed frames alike."""
         settings = json.dumps(self.todict())
         bad = self.nonfinite_steps
         for i, atoms in enumerate(images):
@@ -601,7 +637,6 @@ class GuidedDiffusion(BaseDynamics):
                 atoms.info["loss"] = float(losses[i])
             if sat is not None:
                 atoms.info["satisfied"] = bool(sat[i])
-        return images
 
     def write(self, path, format: str | None = None) -> int:
         """Write the generated crystals (extxyz, CIF, traj, ...; non-finite ones skipped with a warning)."""

@@ -401,3 +401,52 @@ def test_symmetrize_skips_degenerate_cells_instead_of_crashing_spglib():
     assert "symmetrize_error" not in out[2].info and out[2].info["spacegroup_after"] == 227
     assert degenerate_cell(fine) is None
     assert "volume per atom" in degenerate_cell(Atoms("C8", cell=[1.0, 1.0, 1.0], pbc=True))
+
+
+# ---------------------------------------------------------------- issue 16: overlapping CIF sites
+CIF_HEAD = """data_overlap
+_cell_length_a 4.0
+_cell_length_b 4.0
+_cell_length_c 4.0
+_cell_angle_alpha 90
+_cell_angle_beta 90
+_cell_angle_gamma 90
+_symmetry_space_group_name_H-M 'P 1'
+loop_
+_atom_site_label
+_atom_site_type_symbol
+_atom_site_fract_x
+_atom_site_fract_y
+_atom_site_fract_z
+"""
+
+
+def test_cif_with_two_atoms_on_one_site_is_reported_not_merged(tmp_path):
+    from aseguide.analysis import read_structures
+    from aseguide.cli import main
+
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    (folder / "twice.cif").write_text(CIF_HEAD + "Si1 Si 0.0 0.0 0.0\nSi2 Si 0.0 0.0 0.0\nO1 O 0.5 0.5 0.5\n"
+                                      "C1 C 0.25 0.25 0.9999\nC2 C 0.25 0.25 0.0\n")
+    (folder / "fine.cif").write_text(CIF_HEAD + "Si1 Si 0.0 0.0 0.0\nO1 O 0.5 0.5 0.5\n")
+    result = read_structures(folder)
+    assert [a.get_chemical_formula() for a in result] == ["OSi"]
+    (source, message), = result.errors
+    assert source.endswith("twice.cif")
+    assert "Si1 (Si) and Si2 (Si) at 0.000 Å" in message and "C1 (C) and C2 (C)" in message
+    assert main(["analyze", str(folder / "twice.cif"), "--out", str(tmp_path / "r"), "-q"]) == 2
+
+
+def test_disordered_sites_and_symmetry_generated_positions_are_not_overlaps(tmp_path):
+    from ase.build import bulk
+    from ase.io import write
+
+    from aseguide.analysis import read_structures
+    from aseguide.analysis.io import cif_overlapping_sites
+
+    disordered = CIF_HEAD.replace("_atom_site_fract_z\n", "_atom_site_fract_z\n_atom_site_occupancy\n") + \
+        "Fe1 Fe 0.0 0.0 0.0 0.5\nCo1 Co 0.0 0.0 0.0 0.5\n"
+    assert cif_overlapping_sites(disordered) == []
+    write(tmp_path / "si.cif", bulk("Si", cubic=True))  # a symmetric CIF as ASE writes it
+    assert len(read_structures(tmp_path / "si.cif")[0]) == 8

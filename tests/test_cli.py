@@ -152,3 +152,22 @@ def test_analyze_carbon24_csv(tmp_path, capsys):
     assert summary["sets"]["guided"]["counts"]["read"] == 60
     assert summary["sets"]["unguided"]["counts"]["read"] == 60
     assert (out / "report.md").is_file() and not (out / "report.html").exists()
+
+
+@pytest.mark.parametrize("value", ["-3", "0", "-2..0"])
+def test_impossible_volume_targets_are_refused_by_analyze_and_generate_alike(capsys, small_run, tmp_path, value):
+    from aseguide.constraints import VolumePerAtom
+    from aseguide.generate import GenerateConfig
+
+    out = tmp_path / "report"
+    assert main(["analyze", str(small_run), "--objective", f"volume_per_atom:{value}", "--out", str(out),
+                 "-q"]) == EXIT_USAGE
+    analyze_error = capsys.readouterr().err
+    assert "is not positive" in analyze_error and not out.exists()
+    target = [float(v) for v in value.split("..")] if ".." in value else float(value)
+    with pytest.raises(ValueError, match="is not positive") as generate_error:
+        GenerateConfig.from_dict({"objectives": [{"type": "VolumePerAtom", "target": target}]})
+    with pytest.raises(ValueError, match="is not positive"):
+        VolumePerAtom(target)
+    # one validation: the same sentence after the value
+    assert str(generate_error.value).split("is not positive", 1)[1] in analyze_error

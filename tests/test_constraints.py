@@ -170,7 +170,7 @@ def test_combined_gradient_is_finite_when_all_parts_vanish():
         (lambda: CoordinationDistribution("Co", "O", [0, 0]), "not all zero"),
         (lambda: CoordinationDistribution("Co", "O", {"four": 1}), "not an integer count"),
         (lambda: CoordinationDistribution("Co", "O", {8: 1}, max_count=5), "max_count=5"),
-        (lambda: VolumePerAtom(-3.0), "negative target -3.0"),
+        (lambda: VolumePerAtom(-3.0), "volume target -3.0 is not positive"),
         (lambda: VolumePerAtom(3.0, tolerance=-1), "tolerance must be non-negative"),
         (lambda: VolumePerAtom(3.0, strength=-1), "strength must be non-negative"),
         (lambda: MinDistance(0.0), "r_min must be positive, got 0.0"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -159,3 +160,65 @@ def test_trajectory_readable_in_a_new_process_that_imports_aseguide(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, check=True)
     assert result.stdout.split()[0] == "Coordination"
     assert "2.7" in result.stdout
+
+
+def _ase_plugin_path(tmp_path: Path) -> list[str]:
+    """sys.path entries under which ASE finds aseguide's ``ase.ioformats`` entry point.
+
+    The declaration is read from setup.cfg; when the installed aseguide metadata does
+    not declare it yet (an editable install made before it was added), a dist-info
+    folder holding exactly that declaration is written under ``tmp_path``.
+    """
+    import configparser
+    from importlib.metadata import entry_points
+
+    config = configparser.ConfigParser()
+    config.read(REPO / "setup.cfg")
+    declared = [line.strip() for line in config["options.entry_points"]["ase.ioformats"].splitlines() if line.strip()]
+    assert declared == ["aseguide-run = aseguide_ase:aseguide_run"]
+    if any(e.value == "aseguide_ase:aseguide_run" for e in entry_points(group="ase.ioformats")):
+        return [str(REPO)]
+    info = tmp_path / "site" / "aseguide_ase_entry_point-0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: aseguide-ase-entry-point\nVersion: 0\n")
+    (info / "entry_points.txt").write_text("[ase.ioformats]\n" + "\n".join(declared) + "\n")
+    return [str(tmp_path / "site"), str(REPO)]
+
+
+def test_plain_ase_read_in_a_fresh_process_that_never_imported_aseguide(tmp_path):
+    import os
+
+    restraints = [Coordination("Cu", "Cu", target=6, cutoff=2.7, strength=1.5),
+                  Combined([Volume(45.0), MinDistance(2.0)], weights=[1.0, 3.0])]
+    atoms = distorted_copper()
+    atoms.set_constraint([FixAtoms(indices=[2]), *restraints])
+    path = tmp_path / "restrained.traj"
+    with Trajectory(path, "w") as trajectory:
+        trajectory.write(atoms)
+    script = (
+        "import json, sys\n"
+        "import ase.io\n"
+        "assert 'aseguide' not in sys.modules and 'torch' not in sys.modules, 'import ase.io must stay light'\n"
+        f"atoms = ase.io.read({str(path)!r})\n"
+        "print(json.dumps([c.todict() for c in atoms.constraints]))\n"
+        "print(' '.join(type(c).__module__ + '.' + type(c).__name__ for c in atoms.constraints))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(_ase_plugin_path(tmp_path))}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    dicts, classes = result.stdout.splitlines()[-2:]
+    assert json.loads(dicts)[1:] == json.loads(json.dumps([r.todict() for r in restraints]))
+    assert classes.split()[1:] == ["aseguide.constraints.coordination.Coordination",
+                                   "aseguide.constraints.combined.Combined"]
+
+
+def test_aseguide_run_io_format(tmp_path):
+    from ase.io import write
+
+    import aseguide_ase
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write(run / "structures.extxyz", [bulk("Cu"), bulk("Si")])
+    images = list(aseguide_ase.read_aseguide_run(str(run), slice(None)))
+    assert [a.get_chemical_formula() for a in images] == ["Cu", "Si2"]

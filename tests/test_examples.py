@@ -134,3 +134,20 @@ def test_case_study_script_runs_offline(case, tmp_path, tiny_conditioned_model_d
         assert recorded == expected
         assert set(summary["tests"]) == {o["name"] for o in summary["objectives"]} | (
             {"all"} if len(expected) > 1 else set())  # guided vs unguided z-tests, each target and jointly
+
+
+@pytest.mark.parametrize("case", sorted(CASES) + ["carbon"])
+def test_case_study_script_errors_are_clean_messages(case, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    missing = tmp_path / "no_such_model"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, str(EXAMPLES / case / "run.py"), "--model", str(missing), "--steps",
+                             "1", "--num-structures", "1", "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"run.py: error: unknown model {str(missing)!r}" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -72,7 +72,7 @@ def test_run_writes_every_batch_and_resume_continues(tmp_path, tiny_model):
     # simulate a crash after batch 1 (batch 2 was appended but not recorded)
     progress = json.loads((out / "progress.json").read_text())
     reference = read(out / "structures.extxyz", ":")
-    (out / "progress.json").write_text(json.dumps({**progress, "batches_done": 1,
+    (out / "progress.json").write_text(json.dumps({**progress, "batches_done": 1, "structures": 2,
                                                    "sizes": progress_after_first_batch(out, 2)}))
     summary = generate(config, model=tiny_model, resume=True)
     assert summary.resumed_batches == 1
@@ -166,3 +166,24 @@ def test_config_file_conditions_reach_the_model(tmp_path, tiny_conditioned_model
     config = GenerateConfig.from_dict({**SMALL, "model": "dft_mag_density_hhi_score", "dft_mag_density": 0.1,
                                        "hhi_score": 1500})
     assert config.property_conditions() == {"dft_mag_density": 0.1, "hhi_score": 1500}
+
+
+def test_printed_time_includes_model_loading(tmp_path, tiny_model, monkeypatch, capsys):
+    import re
+    import time
+
+    import aseguide.generate as generate_module
+
+    def slow_load(config):
+        time.sleep(0.5)
+        return tiny_model
+
+    monkeypatch.setattr(generate_module, "_load_model", slow_load)
+    config = tmp_path / "run.yaml"
+    config.write_text(json.dumps({**SMALL, "num_structures": 2}))
+    assert main(["generate", str(config), "--output", str(tmp_path / "out"), "-q"]) == 0
+    line = capsys.readouterr().out
+    match = re.search(r"\(([\d.]+) s in all.*model loading ([\d.]+) s, generation ([\d.]+) s", line)
+    assert match, line
+    total, loading, sampling = map(float, match.groups())
+    assert loading >= 0.5 and total >= loading + sampling - 0.1

@@ -157,7 +157,7 @@ def test_auto_batch_size_off_cuda_is_recorded_and_reused_on_resume(tmp_path, tin
     progress = json.loads((out / "progress.json").read_text())
     assert progress["batch_size"] == 3 and progress["batches_total"] == 1
     # a run interrupted after one batch of 2 (chosen on another machine) resumes with batches of 2
-    (out / "progress.json").write_text(json.dumps({**progress, "batches_done": 1, "batch_size": 2,
+    (out / "progress.json").write_text(json.dumps({**progress, "batches_done": 1, "batch_size": 2, "structures": 2,
                                                    "sizes": {"structures.extxyz": 0, "results.csv": 0}}))
     (out / "results.csv").unlink()
     summary = generate(config, model=tiny_model, resume=True)

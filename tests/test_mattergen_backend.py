@@ -67,6 +67,27 @@ def test_unknown_name_and_non_checkpoint_directory(tmp_path):
         load_model(tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "random", "empty"])
+def test_corrupt_checkpoint_names_the_file_and_the_layout(tiny_model_dir, tmp_path, damage, capsys):
+    import os
+    import shutil
+
+    from aseguide.cli import main
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    ckpt = folder / "checkpoints" / "last.ckpt"
+    data = ckpt.read_bytes()
+    ckpt.write_bytes({"truncated": data[: len(data) // 2], "random": os.urandom(4096), "empty": b""}[damage])
+    with pytest.raises(ValueError, match="last.ckpt.*corrupt or truncated") as error:
+        load_model(folder, device="cpu")
+    assert str(ckpt) in str(error.value) and "config.yaml and checkpoints/last.ckpt" in str(error.value)
+    out = tmp_path / "run"
+    assert main(["generate", "--model", str(folder), "--num-structures", "1", "--num-atoms", "4", "--steps", "1",
+                 "--output", str(out), "-q"]) == 2
+    assert "corrupt or truncated" in capsys.readouterr().err and not out.exists()
+
+
 def test_hub_name_offline_says_how_to_use_a_local_copy(monkeypatch):
     import huggingface_hub
 

@@ -393,3 +393,56 @@ def test_loss_that_ignores_every_guided_field_guides_nothing(forward, backward):
         np.testing.assert_allclose(a.get_scaled_positions(wrap=False), b.get_scaled_positions(wrap=False),
                                    atol=1e-6)
         np.testing.assert_allclose(a.cell[:], b.cell[:], atol=1e-6)
+
+
+# ---------------------------------------------------------------- issue 16: ASE habits
+def test_attach_trajectory_write_the_ase_idiom_writes_the_batch(tmp_path):
+    from ase.io.trajectory import Trajectory
+
+    path = tmp_path / "observed.traj"
+    traj = Trajectory(str(path), "w")
+    with GuidedDiffusion(GaussianBackend(), VolumePerAtom(10.0), batch_size=3, num_atoms=2, steps=6,
+                         backward_strength=0.05, recurrence=1) as opt:
+        opt.attach(traj.write, interval=2)  # ase: dyn.attach(traj.write, interval=n)
+        opt.run()
+    traj.close()
+    frames = ase.io.read(path, ":")
+    assert len(frames) == 3 * 3
+    assert [a.info["step"] for a in frames] == [2] * 3 + [4] * 3 + [6] * 3
+
+
+def test_observed_frames_carry_the_info_of_final_structures(tmp_path):
+    from ase.io.trajectory import Trajectory
+
+    path = tmp_path / "observed.traj"
+    seen = []
+    with Trajectory(str(path), "w") as traj, GuidedDiffusion(
+            GaussianBackend(), VolumePerAtom(10.0), batch_size=2, num_atoms=2, steps=4,
+            backward_strength=0.05, recurrence=1) as opt:
+        opt.attach(traj, interval=1)
+        opt.attach(lambda: seen.append(opt.current_atoms()), interval=1)
+        opt.run()
+    final = opt.get_structures()
+    for frames in (ase.io.read(path, ":"), [a for batch in seen for a in batch]):
+        for atoms in frames:
+            assert set(final[0].info) <= set(atoms.info), set(final[0].info) - set(atoms.info)
+            assert np.isfinite(atoms.info["loss"])
+    assert seen[-1][1].info["loss"] == pytest.approx(final[1].info["loss"])
+    assert seen[-1][1].info["satisfied"] == final[1].info["satisfied"]
+
+
+@pytest.mark.parametrize("kind", ["x0", "xt"])
+def test_last_trajectory_frame_is_the_final_structure(tmp_path, tiny_model, kind):
+    path = tmp_path / "run.traj"
+    with GuidedDiffusion(tiny_model, VolumePerAtom(12.0), batch_size=4, num_atoms=5, steps=3, seed=3,
+                         backward_strength=0.05, recurrence=1, trajectory=str(path),
+                         trajectory_kind=kind) as opt:
+        opt.run()
+    final = opt.get_structures()
+    last = ase.io.read(path, ":")[-4:]
+    for frame, atoms in zip(last, final):
+        assert frame.get_chemical_formula() == atoms.get_chemical_formula()
+        assert (frame.numbers == atoms.numbers).all()
+        np.testing.assert_allclose(frame.positions, atoms.positions, atol=1e-5)
+        np.testing.assert_allclose(frame.cell.array, atoms.cell.array, atol=1e-5)
+        assert frame.info["loss"] == pytest.approx(atoms.info["loss"], rel=1e-5)

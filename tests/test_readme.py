@@ -74,3 +74,77 @@ def test_readme_yaml_blocks_are_valid_generate_configurations():
     for block in blocks:
         config = GenerateConfig.from_dict(yaml.safe_load(block))  # validated, checkpoint conditions included
         assert config.property_conditions()
+
+
+# ---------------------------------------------------------------- issue 16: the newcomer's path
+README = (ROOT / "README.md").read_text()
+
+
+def _readme_commands() -> list[list[str]]:
+    """The ``aseguide`` command lines of the README's bash blocks, in order (continuations joined)."""
+    import shlex
+
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            if words[:1] == ["aseguide"]:
+                commands.append(words[1:])
+    return commands
+
+
+def _option(words: list[str], name: str) -> str | None:
+    return words[words.index(name) + 1] if name in words else None
+
+
+def test_readme_start_wording_is_what_the_code_does():
+    from aseguide.models.analytic import GaussianBackend
+    from aseguide.optimize import GuidedDiffusion
+
+    wording = re.search(r"`start` \((.*?)\)", README, re.S).group(1)
+    assert "t < 1 − start" in " ".join(wording.split()), wording
+    opt = GuidedDiffusion(GaussianBackend(), _Loss(), batch_size=1, num_atoms=1, steps=10, start=0.3)
+    times = opt._times_cpu
+    guided = [t for i, t in enumerate(times) if opt.strengths(i) != (0.0, 0.0)]
+    assert guided and max(guided) < 1 - 0.3 <= min(t for i, t in enumerate(times) if t not in guided)
+
+
+class _Loss:
+    def loss(self, batch):
+        return batch.cell.sum((-1, -2))
+
+
+def test_readme_analyze_commands_use_runs_the_readme_creates_and_ignored_report_folders():
+    import yaml
+
+    created, outs = [], []
+    for words in _readme_commands():
+        if words[0] == "generate":
+            config = yaml.safe_load((ROOT / words[1]).read_text())
+            created.append(_option(words, "--output") or config["output"])
+        elif words[0] == "analyze":
+            for run in (words[1], _option(words, "--compare")):
+                if run is not None:
+                    assert run in created, f"`aseguide {' '.join(words)}`: no README step creates {run!r}"
+            assert _option(words, "--reference") is None or Path(_option(words, "--reference")).exists()
+            outs.append(_option(words, "--out"))
+    assert len(outs) >= 2 and None not in outs and len(set(outs)) == len(outs), outs
+    if (ROOT / ".git").exists():
+        for path in created + outs:
+            ignored = subprocess.run(["git", "check-ignore", "-q", path + "/x"], cwd=ROOT)
+            assert ignored.returncode == 0, f"{path} is not ignored by git"
+
+
+def test_readme_commands_run_as_written(tmp_path):
+    """Every `aseguide` command of the README, in order, in a fresh folder with examples/."""
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    for words in _readme_commands():
+        if words[0] == "generate":
+            words = [*words, "-q"]
+        result = subprocess.run([sys.executable, "-m", "aseguide", *words], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=900, env=env)
+        assert result.returncode == 0, f"aseguide {' '.join(words)}:\n{result.stderr[-3000:]}"
+    summary = json.loads((tmp_path / "reports" / "volume_tiny_vs_unguided" / "summary.json").read_text())
+    assert summary["sets"]["unguided"]["counts"]["read"] == 8

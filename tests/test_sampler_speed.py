@@ -83,3 +83,20 @@ def test_bad_requests_fail_before_timing(bench, tiny_model):
     with pytest.raises(ValueError, match="outside the guided range"):
         bench.time_aseguide(tiny_model, "backward", precision="fp32", batch_size=1, n_atoms=4, steps_timed=2,
                             t_value=0.99)
+
+
+def test_default_precisions_are_accepted_and_bad_ones_are_usage_errors(bench, capsys, monkeypatch):
+    """`python benchmarks/sampler_speed.py --model full` must not fail at once on its own defaults."""
+    seen = {}
+    monkeypatch.setattr(bench, "run", lambda **kwargs: seen.update(kwargs) or {"config": {}, "results": {},
+                                                                                "ratios": {}})
+    monkeypatch.setattr(bench, "format_table", lambda report: "")
+    bench.main(["--model", "full"])
+    assert seen["model"] == "full" and seen["precisions"]
+    from aseguide.precision import check_precision
+
+    for p in seen["precisions"]:
+        check_precision(p)
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--precisions", "fp32,default"])
+    assert exit_info.value.code == 2 and "'default'" in capsys.readouterr().err

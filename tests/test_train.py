@@ -270,15 +270,20 @@ def test_resume_refuses_other_settings_and_missing_state(tmp_path, capsys):
     assert "resume.pt" in capsys.readouterr().err
 
 
-def test_preset_and_config_that_disagree_are_refused(tmp_path, capsys):
-    from aseguide.cli import main
-
-    out = tmp_path / "never"
+def test_preset_that_contradicts_the_config_file_is_a_usage_error_and_writes_nothing(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """`aseguide train examples/carbon/train.yaml --preset tiny`: exit 2, conflicting keys named, no files."""
     from pathlib import Path
 
+    from aseguide.cli import main
+
     config = Path(__file__).resolve().parents[1] / "examples" / "carbon" / "train.yaml"
-    code = main(["train", str(config), "--preset", "tiny", "--output", str(out)])
-    assert code == 2
-    message = capsys.readouterr().err
-    assert "hidden_dim=96 (preset 16)" in message and "disagree" in message
-    assert not out.exists()
+    monkeypatch.chdir(tmp_path)  # the file's relative output (runs/...) would land here
+    assert main(["train", str(config), "--preset", "tiny", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "--preset tiny and" in error and "disagree" in error
+    tiny = TrainConfig.tiny()
+    for key, value in (("hidden_dim", 96), ("num_blocks", 2), ("cutoff", 5.0)):
+        assert getattr(tiny, key) != value
+        assert f"{key}={value!r}" in error
+    assert list(tmp_path.iterdir()) == []

@@ -340,6 +340,9 @@ class VolumePerAtomTarget(_HardObjective):
     """
 
     def __init__(self, target: Target, tolerance: float | None = None) -> None:
+        from aseguide._validation import check_volume_target
+
+        check_volume_target(target, _intervals(target))
         self.target = _check_target(target)
         if tolerance is None:
             tolerance = 0.5

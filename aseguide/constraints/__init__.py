@@ -93,12 +93,15 @@ def register_with_ase() -> None:
 
     ASE reads constraints from ``.traj`` files by looking their ``todict()["name"]`` up
     in :mod:`ase.constraints` (and raises ``ValueError`` for unknown names). This adds
-    the objective classes there; names already used by ASE are never overwritten.
+    the objective classes there; names already used by ASE are never overwritten (the
+    placeholders of the ``aseguide_ase`` plugin, which ASE loads through an entry point
+    so that a process that never imported aseguide reads such files too, are).
     Called on import of :mod:`aseguide.constraints`; idempotent.
     """
     for cls in OBJECTIVE_CLASSES:
         existing = getattr(_ase_constraints, cls.__name__, None)
-        if existing is not None and not getattr(existing, "__module__", "").startswith("aseguide."):
+        if existing is not None and not getattr(existing, "__module__", "").startswith("aseguide.") \
+                and not getattr(existing, "_aseguide_placeholder", False):
             continue
         setattr(_ase_constraints, cls.__name__, cls)
         if cls.__name__ not in _ase_constraints.__all__:

@@ -6,7 +6,8 @@ from typing import Any
 
 import torch
 
-from aseguide.constraints.base import ScalarObjective
+from aseguide._validation import check_volume_target
+from aseguide.constraints.base import ScalarObjective, Target
 from aseguide.state import CrystalBatch
 
 __all__ = ["VolumePerAtom", "Volume"]
@@ -19,7 +20,8 @@ class VolumePerAtom(ScalarObjective):
     ----------
     target:
         Å³/atom: a value, an interval ``(lo, hi)`` or a list of intervals (zero loss
-        inside), see :class:`~aseguide.constraints.Target`.
+        inside), see :class:`~aseguide.constraints.Target`; it must be positive (``0``
+        or ``-3`` raise ``ValueError``, as ``aseguide analyze`` does).
     loss:
         ``"l1"`` (``|v - v*|``, default), ``"l2"`` or ``"huber"`` (threshold ``delta``)
         applied to the distance from the target set.
@@ -49,6 +51,7 @@ class VolumePerAtom(ScalarObjective):
         strength: float = 1.0,
         tolerance: float | None = None,
     ) -> None:
+        check_volume_target(target, Target(target, nonnegative=False).intervals.tolist())
         super().__init__(target, loss=loss, delta=delta, strength=strength, tolerance=tolerance)
 
     def descriptor_tensor(self, batch: CrystalBatch) -> torch.Tensor:
@@ -81,6 +84,7 @@ class Volume(ScalarObjective):
         strength: float = 1.0,
         tolerance: float | None = None,
     ) -> None:
+        check_volume_target(target, Target(target, nonnegative=False).intervals.tolist())
         super().__init__(target, loss=loss, delta=delta, strength=strength, tolerance=tolerance)
 
     def descriptor_tensor(self, batch: CrystalBatch) -> torch.Tensor:

@@ -118,14 +118,26 @@ def _download_from_hub(name: str) -> Path:
     return Path(config).parent
 
 
+#: What a checkpoint folder must hold, for error messages.
+CHECKPOINT_LAYOUT = ("a MatterGen checkpoint folder holds config.yaml and checkpoints/last.ckpt, a PyTorch "
+                     "Lightning checkpoint (a torch.save'd dict with a 'state_dict'); copy the folder again "
+                     "(e.g. from the Hugging Face hub, microsoft/mattergen, checkpoints/<name>/)")
+
+
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        # Lightning checkpoints of the released models also pickle hyper-parameters.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    if "state_dict" not in checkpoint:
-        raise ValueError(f"{str(path)!r} holds no 'state_dict': not a MatterGen/Lightning checkpoint")
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            # Lightning checkpoints of the released models also pickle hyper-parameters.
+            checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - truncated, random bytes, wrong format: name the file
+        size = path.stat().st_size if path.exists() else 0
+        raise ValueError(f"checkpoint file {str(path)!r} ({size} bytes) is corrupt or truncated and cannot be "
+                         f"read ({type(error).__name__}: {error}); {CHECKPOINT_LAYOUT}") from error
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{str(path)!r} holds no 'state_dict': not a MatterGen/Lightning checkpoint; "
+                         f"{CHECKPOINT_LAYOUT}")
     return checkpoint["state_dict"]
 
 

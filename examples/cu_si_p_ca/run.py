@@ -34,4 +34,6 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from aseguide.cli import run_script
+
+    sys.exit(run_script(main, prog=f"python {sys.argv[0]}"))
