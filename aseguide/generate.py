@@ -96,7 +96,12 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
         :data:`aseguide.models.conditions.PROPERTY_CONDITIONS`), for checkpoints trained
         on them; values are checked here, and against the checkpoint before any output.
     steps, seed, device:
-        Diffusion steps, base seed (batch ``b`` uses ``seed + b``), device.
+        Diffusion steps (``None``: the model's default, see
+        :attr:`~aseguide.models.base.ScoreBackend.default_steps`), base seed (batch ``b``
+        uses ``seed + b``), device.
+    max_atoms:
+        Largest cell the model is offered: ``"auto"`` (the model's own, 20 for MatterGen's
+        checkpoints), a number, or ``None`` (no limit).
     objectives:
         A list of ``{"type": ClassName, **constructor arguments}`` of
         :mod:`aseguide.constraints`; several are combined with ``combine`` (``norm``,
@@ -127,10 +132,10 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
     dft_shear_modulus: float | None = None
     formation_energy_per_atom: float | None = None
     guidance_factor: float | None = None
-    steps: int = 1000
+    steps: int | None = None
     seed: int = 0
     device: str | None = None
-    max_atoms: int | None = 20
+    max_atoms: int | str | None = "auto"
     objectives: list = field(default_factory=list)
     combine: dict = field(default_factory=dict)
     guidance: dict = field(default_factory=dict)
@@ -170,11 +175,14 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
         """Check every value; raise :class:`ValueError` naming the first bad one."""
         for name in ("num_structures", "batch_size", "steps"):
             value = getattr(self, name)
-            if name == "batch_size" and value == "auto":
+            if (name == "batch_size" and value == "auto") or (name == "steps" and value is None):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 alternative = " or 'auto'" if name == "batch_size" else ""
                 raise ValueError(f"{name} must be a positive integer{alternative}, got {value!r}")
+        if self.max_atoms not in (None, "auto") and (isinstance(self.max_atoms, bool)
+                                                     or not isinstance(self.max_atoms, int) or self.max_atoms < 1):
+            raise ValueError(f"max_atoms must be a positive integer, 'auto' or null, got {self.max_atoms!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         from aseguide.precision import check_precision

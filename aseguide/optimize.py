@@ -208,7 +208,9 @@ class GuidedDiffusion(BaseDynamics):
         :data:`aseguide.models.conditions.PROPERTY_CONDITIONS`); alone or together, as
         the checkpoint was trained (``model.conditions``). ``None`` values are ignored.
     steps:
-        Number of diffusion timesteps (MatterGen: 1000).
+        Number of diffusion timesteps; ``None``: the model's ``default_steps`` (1000 for
+        MatterGen's checkpoints, as its own sampler; a model trained by ``aseguide train``
+        records its own, e.g. 250 for ``carbon-24-small``).
     seed:
         Seeds torch's generator before the session and the prior are created (as
         MatterGen's own sampler does) and the ``num_atoms`` draw; the sampler keeps its
@@ -279,7 +281,7 @@ class GuidedDiffusion(BaseDynamics):
         batch_size: int,
         num_atoms,
         chemical_system: str | Sequence[str] | None = None,
-        steps: int = 1000,
+        steps: int | None = None,
         seed: int = 0,
         device: torch.device | str | None = None,
         trajectory=None,
@@ -308,7 +310,7 @@ class GuidedDiffusion(BaseDynamics):
         self.model = model
         self.objective = objective
         self.batch_size = _integer("batch_size", batch_size, 1)
-        self.steps = _integer("steps", steps, 1)
+        self.steps = _integer("steps", model.default_steps if steps is None else steps, 1)
         self.seed = _integer("seed", seed, 0)
         self.loginterval = _integer("loginterval", loginterval, 1)
         self.forward_strength = _number("forward_strength", forward_strength)

@@ -66,6 +66,12 @@ def test_load_and_sample(trained):
     from aseguide.optimize import GuidedDiffusion
 
     model = load_model(trained, device="cpu")
+    # the sampling defaults recorded by aseguide train (not MatterGen's 1000 steps / 20 atoms)
+    assert (model.default_steps, model.max_atoms) == (250, 24)
+    assert GuidedDiffusion(model, None, batch_size=1, num_atoms=24).steps == 250
+    assert load_model(trained, device="cpu", max_atoms=None).max_atoms is None
+    with pytest.raises(ValueError, match="max_atoms"):
+        load_model(trained, device="cpu", max_atoms=0)
     opt = GuidedDiffusion(model, None, batch_size=2, num_atoms=6, steps=3, seed=0)
     opt.run()
     structures = opt.get_structures()

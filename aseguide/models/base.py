@@ -146,6 +146,8 @@ class ScoreBackend(ABC):
     conditions: tuple[str, ...] = ()
     #: largest number of atoms per structure the model supports (``None``: no limit)
     max_atoms: int | None = None
+    #: number of diffusion steps a sampler takes when the user does not choose one
+    default_steps: int = 1000
 
     @abstractmethod
     def session(

@@ -125,6 +125,10 @@ CHECKPOINT_LAYOUT = ("a MatterGen checkpoint folder holds config.yaml and checkp
 
 
 def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    return _read_checkpoint(path)["state_dict"]
+
+
+def _read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         try:
             checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -138,14 +142,14 @@ def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{str(path)!r} holds no 'state_dict': not a MatterGen/Lightning checkpoint; "
                          f"{CHECKPOINT_LAYOUT}")
-    return checkpoint["state_dict"]
+    return checkpoint
 
 
 def load_model(
     name_or_path: str | os.PathLike,
     *,
     device: torch.device | str | None = None,
-    max_atoms: int | None = DEFAULT_MAX_ATOMS,
+    max_atoms: int | None | str = "auto",
 ) -> "MatterGenModel":
     """Load a MatterGen checkpoint: a released model by name, or a local directory.
 
@@ -160,8 +164,10 @@ def load_model(
     device:
         Where the network lives (default: CUDA when available, else CPU).
     max_atoms:
-        Largest number of atoms per structure accepted by the sampler (the released
-        checkpoints were trained on at most 20); ``None`` lifts the limit.
+        Largest number of atoms per structure accepted by the sampler; ``None`` lifts the
+        limit. ``"auto"``: the value a model trained by ``aseguide train`` records in its
+        checkpoint (24 for ``carbon-24-small``), else 20 (the released checkpoints were
+        trained on at most 20 atoms).
 
     Raises
     ------
@@ -223,7 +229,8 @@ def load_model(
         raise ValueError(f"{str(config_path)!r} has no 'lightning_module' section: not a MatterGen config")
     _add_element_mask(config)
     module = instantiate(config.lightning_module)
-    result = module.load_state_dict(_load_state_dict(checkpoint_path), strict=False)
+    checkpoint = _read_checkpoint(checkpoint_path)
+    result = module.load_state_dict(checkpoint["state_dict"], strict=False)
     if result.unexpected_keys or result.missing_keys:
         raise ValueError(
             f"checkpoint {str(checkpoint_path)!r} does not match its config: "
@@ -232,7 +239,13 @@ def load_model(
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     module = module.to(device).eval()
-    return MatterGenModel(module, config, name=name, path=directory, max_atoms=max_atoms)
+    sampling = dict((checkpoint.get("aseguide") or {}).get("sampling") or {})
+    if max_atoms == "auto":
+        max_atoms = int(sampling.get("max_atoms", DEFAULT_MAX_ATOMS))
+    elif max_atoms is not None and (isinstance(max_atoms, bool) or not isinstance(max_atoms, int) or max_atoms < 1):
+        raise ValueError(f"max_atoms must be a positive integer, None or 'auto', got {max_atoms!r}")
+    return MatterGenModel(module, config, name=name, path=directory, max_atoms=max_atoms,
+                          default_steps=int(sampling.get("steps", MatterGenModel.default_steps)))
 
 
 class MatterGenModel(ScoreBackend):
@@ -240,7 +253,8 @@ class MatterGenModel(ScoreBackend):
 
     fields = ("positions", "lattice", "species")
 
-    def __init__(self, lightning_module, config, *, name: str, path: Path, max_atoms: int | None):
+    def __init__(self, lightning_module, config, *, name: str, path: Path, max_atoms: int | None,
+                 default_steps: int = 1000):
         prepare_mattergen()
         self.lightning_module = lightning_module
         self.diffusion_module = lightning_module.diffusion_module
@@ -248,6 +262,7 @@ class MatterGenModel(ScoreBackend):
         self.name = name
         self.path = Path(path)
         self.max_atoms = max_atoms
+        self.default_steps = default_steps
         denoiser = self.diffusion_module.model
         self.conditions = tuple(getattr(denoiser, "cond_fields_model_was_trained_on", ()) or ())
         for parameter in self.diffusion_module.parameters():
@@ -262,7 +277,7 @@ class MatterGenModel(ScoreBackend):
 
     def todict(self) -> dict[str, Any]:
         return {"backend": "mattergen", "name": self.name, "path": str(self.path),
-                "conditions": list(self.conditions), "max_atoms": self.max_atoms}
+                "conditions": list(self.conditions), "max_atoms": self.max_atoms, "default_steps": self.default_steps}
 
     def __repr__(self) -> str:
         return (f"MatterGenModel(name={self.name!r}, parameters={self.num_parameters()}, "
