@@ -166,9 +166,8 @@ def test_carbon_case_study_script_runs_with_the_trained_model(trained, tmp_path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     out = tmp_path / "carbon"
-    with pytest.warns(UserWarning):  # the 3-step model's species are not yet carbon
-        module.main(["--model", str(trained), "--steps", "2", "--num-structures", "2", "--batch-size", "2",
-                     "--device", "cpu", "--output", str(out), "--model-dir", str(trained), "--energy"])
+    module.main(["--model", str(trained), "--steps", "2", "--num-structures", "2", "--batch-size", "2",
+                 "--device", "cpu", "--output", str(out), "--model-dir", str(trained), "--energy"])
     table = (out / "results.md").read_text()
     assert all(f"| {name} |" in table for name in ("volume", "cn4", "cn3", "ehull"))
     summary = json.loads((out / "ehull_summary.json").read_text())
