@@ -11,8 +11,14 @@ set -euo pipefail
 stage="${1:-all}"
 MODEL_RUN=runs/carbon-24-small
 PACKAGED=aseguide/data/models/carbon-24-small
+STATE=examples/carbon/training_state   # the training state of the last sitting, committed to continue on a fresh clone
 
 if [[ "$stage" == train || "$stage" == all ]]; then
+    if [[ ! -f "$MODEL_RUN/checkpoints/resume.pt" && -f "$STATE/resume.pt" ]]; then
+        mkdir -p "$MODEL_RUN/checkpoints"
+        cp "$STATE"/{config.yaml,split.json,train_log.csv} "$MODEL_RUN"/
+        cp "$STATE/resume.pt" "$MODEL_RUN/checkpoints/"
+    fi
     if [[ -f "$MODEL_RUN/checkpoints/resume.pt" ]]; then
         aseguide train examples/carbon/train.yaml --output "$MODEL_RUN" --resume
     else
@@ -23,6 +29,8 @@ if [[ "$stage" == package || "$stage" == train || "$stage" == all ]]; then
     rm -rf "$PACKAGED" && mkdir -p "$PACKAGED/checkpoints"
     cp "$MODEL_RUN"/{config.yaml,model_card.md,split.json,train_log.csv} "$PACKAGED"/
     cp "$MODEL_RUN"/checkpoints/last.ckpt "$PACKAGED"/checkpoints/
+    mkdir -p "$STATE" && cp "$MODEL_RUN"/{config.yaml,split.json,train_log.csv} "$STATE"/
+    cp "$MODEL_RUN"/checkpoints/resume.pt "$STATE"/
 fi
 if [[ "$stage" == steps || "$stage" == all ]]; then
     python examples/carbon/steps_study.py --model "$PACKAGED" --model-dir "$PACKAGED" \
