@@ -11,8 +11,7 @@
 
 from aseguide.calculators.energy import EnergyAboveHull
 from aseguide.calculators.guidance import GuidanceCalculator
-from aseguide.calculators.hull import ReferenceHull
-from aseguide.calculators.potentials import (
+from aseguide.potentials.base import (
     ASECalculatorPotential,
     BatchedPotential,
     CHGNetPotential,
@@ -21,6 +20,7 @@ from aseguide.calculators.potentials import (
     get_calculator,
     get_potential,
 )
+from aseguide.thermo.hull import ReferenceHull
 
 __all__ = [
     "GuidanceCalculator",

@@ -42,8 +42,8 @@ from aseguide.constraints.base import (
 from aseguide.state import CrystalBatch
 
 if TYPE_CHECKING:  # pragma: no cover - no import of aseguide.calculators at run time here (cycle)
-    from aseguide.calculators.hull import ReferenceHull
-    from aseguide.calculators.potentials import BatchedPotential
+    from aseguide.potentials.base import BatchedPotential
+    from aseguide.thermo.hull import ReferenceHull
 
 __all__ = ["EnergyAboveHull"]
 
@@ -163,8 +163,8 @@ class EnergyAboveHull(Objective):
         strength: float = 1.0,
         tolerance: float | None = None,
     ) -> None:
-        from aseguide.calculators.hull import ReferenceHull
-        from aseguide.calculators.potentials import BatchedPotential
+        from aseguide.potentials.base import BatchedPotential
+        from aseguide.thermo.hull import ReferenceHull
 
         if tolerance is None:
             tolerance = 0.1 if target is None else 0.0
@@ -190,7 +190,7 @@ class EnergyAboveHull(Objective):
         self._potential: BatchedPotential | None = None
         self._spec: str | None = None
         if isinstance(calculator, str):
-            from aseguide.calculators.potentials import _canonical
+            from aseguide.potentials.base import _canonical
 
             self._spec = _canonical(calculator)
             if self._spec == "grace":
@@ -200,7 +200,7 @@ class EnergyAboveHull(Objective):
                 raise ValueError(GRACE_GUIDANCE_ERROR)
             if self.calculator_kwargs:
                 raise ValueError("calculator_kwargs only apply to a potential given by name")
-            from aseguide.calculators.potentials import get_potential
+            from aseguide.potentials.base import get_potential
 
             # an object given here cannot be rebuilt from todict(): a rebuilt copy needs
             # its potential set again (copy() shares it)
@@ -216,14 +216,14 @@ class EnergyAboveHull(Objective):
                     "this EnergyAboveHull has no potential (rebuilt from a description without one): "
                     "set objective.potential = aseguide.calculators.get_potential(...)"
                 )
-            from aseguide.calculators.potentials import get_potential
+            from aseguide.potentials.base import get_potential
 
             self._potential = get_potential(self._spec, **self.calculator_kwargs)
         return self._potential
 
     @potential.setter
     def potential(self, value: Any) -> None:
-        from aseguide.calculators.potentials import get_potential
+        from aseguide.potentials.base import get_potential
 
         if _is_grace(value):
             raise ValueError(GRACE_GUIDANCE_ERROR)

@@ -45,7 +45,7 @@ from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEn
 if TYPE_CHECKING:  # pragma: no cover
     from ase.calculators.calculator import Calculator
 
-    from aseguide.calculators.potentials import BatchedPotential
+    from aseguide.potentials.base import BatchedPotential
 
 __all__ = ["ReferenceHull", "parse_chemical_system", "as_composition", "ENERGY_KINDS"]
 
@@ -576,7 +576,7 @@ class ReferenceHull:
         >>> from ase.build import bulk
         >>> hull = ReferenceHull.from_structures([bulk("Si")], "chgnet")  # doctest: +SKIP
         """
-        from aseguide.calculators.potentials import get_potential
+        from aseguide.potentials.base import get_potential
         from aseguide.state import CrystalBatch
 
         structures = list(structures)
