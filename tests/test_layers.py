@@ -42,7 +42,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 #: Old module paths kept as thin re-exports (above every layer).
 COMPAT = ("aseguide.guidance", "aseguide.optimize", "aseguide.generate", "aseguide.io", "aseguide.train",
-          "aseguide.evaluation", "aseguide.cli_generate")
+          "aseguide.evaluation", "aseguide.cli_generate", "aseguide.calculators.hull",
+          "aseguide.calculators.potentials")
 TOP = ("aseguide", "aseguide.__main__")
 TESTING = "aseguide.testing"
 

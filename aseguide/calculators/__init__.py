@@ -11,7 +11,7 @@
 
 from aseguide.calculators.energy import EnergyAboveHull
 from aseguide.calculators.guidance import GuidanceCalculator
-from aseguide.potentials.base import (
+from aseguide.potentials import (
     ASECalculatorPotential,
     BatchedPotential,
     CHGNetPotential,
@@ -20,7 +20,7 @@ from aseguide.potentials.base import (
     get_calculator,
     get_potential,
 )
-from aseguide.thermo.hull import ReferenceHull
+from aseguide.thermo import ReferenceHull
 
 __all__ = [
     "GuidanceCalculator",

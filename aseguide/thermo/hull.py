@@ -45,7 +45,7 @@ from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEn
 if TYPE_CHECKING:  # pragma: no cover
     from ase.calculators.calculator import Calculator
 
-    from aseguide.potentials.base import BatchedPotential
+    from aseguide.potentials import BatchedPotential
 
 __all__ = ["ReferenceHull", "parse_chemical_system", "as_composition", "ENERGY_KINDS"]
 
@@ -560,7 +560,7 @@ class ReferenceHull:
             of the system on its own.
         calculator:
             A potential name (``"chgnet"``...), an ASE calculator, or a
-            :class:`~aseguide.calculators.potentials.BatchedPotential`.
+            :class:`~aseguide.potentials.BatchedPotential`.
         chemical_system:
             Keep only structures inside this system.
         batch_size:
@@ -576,7 +576,7 @@ class ReferenceHull:
         >>> from ase.build import bulk
         >>> hull = ReferenceHull.from_structures([bulk("Si")], "chgnet")  # doctest: +SKIP
         """
-        from aseguide.potentials.base import get_potential
+        from aseguide.potentials import get_potential
         from aseguide.state import CrystalBatch
 
         structures = list(structures)
