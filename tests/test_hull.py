@@ -11,7 +11,7 @@ from ase.build import bulk
 from pymatgen.analysis.phase_diagram import PDEntry
 
 from aseguide.calculators import ReferenceHull
-from aseguide.thermo.hull import parse_chemical_system
+from aseguide.composition import parse_chemical_system
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REFS = DATA / "references"

@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aseguide"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("aseguide.state", "aseguide.neighbors", "aseguide.precision", "aseguide._scatter",
-              "aseguide._validation", "aseguide._started")),
+              "aseguide._validation", "aseguide._started", "aseguide.composition")),
     ("models", ("aseguide.models",)),
     ("potentials", ("aseguide.potentials", "aseguide.thermo")),
     ("constraints", ("aseguide.constraints",)),

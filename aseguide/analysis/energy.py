@@ -26,11 +26,13 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 from ase import Atoms
+
+from aseguide.potentials.energies import compute_energies
 
 __all__ = [
     "HullLike",
@@ -133,85 +135,6 @@ class PhaseDiagramHull:
                              f"(elements: {sorted(self.elements)})")
         entry = PDEntry(comp, float(energy_per_atom) * comp.num_atoms)
         return float(self.phase_diagram.get_e_above_hull(entry, allow_negative=True))
-
-
-def compute_energies(
-    structures: Sequence[Atoms],
-    calculator: Any,
-    relax: bool = False,
-    fmax: float = 0.05,
-    steps: int = 200,
-    optimizer: Callable | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    cell_filter: Callable | str | None = "frechet",
-) -> np.ndarray:
-    """Potential energy per atom (eV/atom) of each structure (pipeline step 6).
-
-    The structures are not modified: each is copied, given ``calculator`` and, when
-    ``relax`` is set, relaxed (positions and cell, ``FrechetCellFilter``). A failure
-    gives ``nan`` for that structure with a warning naming it. They are evaluated
-    largest first (fewer recompilations for GRACE), the results in the input order.
-
-    Parameters
-    ----------
-    structures:
-        Crystals.
-    calculator:
-        An ASE calculator, or a factory called with no argument returning one.
-    relax:
-        Relax before taking the energy (off by default, as in the paper: relaxation
-        would undo geometric constraints).
-    fmax, steps:
-        Relaxation convergence (eV/Å) and step limit.
-    optimizer:
-        ASE optimizer class for the relaxation (default ``ase.optimize.FIRE``).
-    cell_filter:
-        ``"frechet"`` (``ase.filters.FrechetCellFilter``, default), another ASE
-        filter class (e.g. ``ase.filters.UnitCellFilter``), or ``None`` to relax the
-        positions only.
-    progress:
-        Called as ``progress(done, total)`` after each structure.
-
-    Returns
-    -------
-    numpy.ndarray
-        Energy per atom, ``nan`` where the calculation failed.
-
-    Example
-    -------
-    >>> from ase.build import bulk
-    >>> from ase.calculators.emt import EMT
-    >>> round(float(compute_energies([bulk("Cu", "fcc", a=3.6)], EMT())[0]), 4)
-    -0.0067
-    """
-    if calculator is None:
-        raise ValueError("calculator is None: give an ASE calculator")
-    is_factory = isinstance(calculator, type) or (callable(calculator) and not hasattr(calculator, "calculate"))
-    calc = calculator() if is_factory else calculator
-    out = np.full(len(structures), np.nan)
-    # largest first: a calculator that compiles one kernel per input shape (GRACE's XLA
-    # models) compiles the widest shape once and reuses it (padded) for the smaller ones
-    order = sorted(range(len(structures)), key=lambda i: -len(structures[i]))
-    for done, k in enumerate(order, start=1):
-        atoms = structures[k]
-        work = atoms.copy()
-        work.calc = calc
-        try:
-            if relax:
-                from ase.filters import FrechetCellFilter
-                from ase.optimize import FIRE
-
-                opt_cls = optimizer or FIRE
-                flt = FrechetCellFilter if cell_filter == "frechet" else cell_filter
-                target = work if flt is None else flt(work)
-                opt_cls(target, logfile=None).run(fmax=fmax, steps=steps)
-            out[k] = float(work.get_potential_energy()) / len(work)
-        except Exception as exc:  # noqa: BLE001 - one failure must not stop the batch
-            warnings.warn(f"energy of structure {k} ({atoms.info.get('source', atoms.get_chemical_formula())}) "
-                          f"failed: {type(exc).__name__}: {exc}", stacklevel=2)
-        if progress is not None:
-            progress(done, len(structures))
-    return out
 
 
 def stored_energies(structures: Sequence[Atoms], key: str = "energy_per_atom") -> np.ndarray:

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from aseguide.composition import split_chemical_system
 from aseguide.models._mattergen_compat import prepare_mattergen
 from aseguide.models.base import SamplingSession, ScoreBackend, Scores
 from aseguide.models.conditions import check_conditions, describe_accepted
@@ -336,20 +337,30 @@ class MatterGenModel(ScoreBackend):
 
 
 def normalize_chemical_system(value: str | list[str] | tuple[str, ...]) -> list[str]:
-    """``"Li-Co-O"`` or ``["Li", "Co", "O"]`` → ``["Li", "Co", "O"]``, checking the elements.
+    """The elements of a chemical system in the order written, each once (MatterGen's condition).
+
+    Parameters
+    ----------
+    value : str or list of str or tuple of str
+        ``"Li-Co-O"`` or ``["Li", "Co", "O"]`` (read by
+        :func:`aseguide.composition.split_chemical_system`).
+
+    Returns
+    -------
+    list of str
+        The symbols, in the order given.
 
     Raises
     ------
     ValueError
-        Empty system or unknown element (named).
+        Empty system, unknown element (named) or a repeated element.
+
+    Examples
+    --------
+    >>> normalize_chemical_system("Li-Co-O")
+    ['Li', 'Co', 'O']
     """
-    if isinstance(value, str):
-        elements = [e.strip() for e in value.replace(",", "-").split("-") if e.strip()]
-    else:
-        elements = [str(e).strip() for e in value]
-    if not elements:
-        raise ValueError(f"empty chemical system {value!r}")
-    symbols_to_numbers(elements)
+    elements = split_chemical_system(value)
     if len(set(elements)) != len(elements):
         raise ValueError(f"chemical system {value!r} repeats an element")
     return elements

@@ -51,7 +51,7 @@ torch.Size([8, 3])
 from aseguide.potentials.ase_adapter import ASECalculatorPotential
 from aseguide.potentials.base import BatchedPotential, TorchPotential
 from aseguide.potentials.chgnet import CHGNetPotential
-from aseguide.potentials.energies import compute_energies
+from aseguide.potentials.energies import compute_energies, total_energies
 from aseguide.potentials.grace import grace_model_path
 from aseguide.potentials.mattersim import MatterSimPotential
 from aseguide.potentials.registry import POTENTIALS, canonical_name, get_calculator, get_potential
@@ -70,4 +70,5 @@ __all__ = [
     "get_calculator",
     "get_potential",
     "grace_model_path",
+    "total_energies",
 ]

@@ -15,7 +15,7 @@ are given (``elemental_references=``), since ``E_total/atom = E_form/atom + sum_
 
 Example
 -------
->>> from aseguide.calculators import ReferenceHull
+>>> from aseguide.thermo import ReferenceHull
 >>> hull = ReferenceHull.from_records(
 ...     [("Li", -1.9), ("O2", -9.8), ("Li2O", -14.3)], energy="total")
 >>> hull.chemical_system
@@ -26,237 +26,27 @@ Example
 
 from __future__ import annotations
 
-import csv
-import gzip
 import math
 import os
-import re
-import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from ase import Atoms
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Element, Structure
-from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
+
+from aseguide.composition import as_composition, parse_chemical_system
+from aseguide.thermo import sources
+from aseguide.thermo.sources import EnergyKind
 
 if TYPE_CHECKING:  # pragma: no cover
     from ase.calculators.calculator import Calculator
 
     from aseguide.potentials import BatchedPotential
 
-__all__ = ["ReferenceHull", "parse_chemical_system", "as_composition", "ENERGY_KINDS"]
-
-#: Accepted values of the ``energy=`` flag of :meth:`ReferenceHull.from_table`.
-ENERGY_KINDS = ("total", "per_atom", "formation_per_atom")
-
-EnergyKind = Literal["total", "per_atom", "formation_per_atom"]
-
-_SYMBOL = re.compile(r"[A-Z][a-z]?")
-
-_FORMULA_COLUMNS = ("formula", "composition", "reduced_formula", "pretty_formula", "formula_pretty")
-_ENERGY_COLUMNS = (
-    "energy",
-    "total_energy",
-    "energy_per_atom",
-    "formation_energy_per_atom",
-    "e_form",
-    "formation_energy",
-    "target",
-)
-
-
-# --------------------------------------------------------------------------- helpers
-def parse_chemical_system(system: str | Iterable[str | Element]) -> tuple[str, ...]:
-    """Parse a chemical system into a sorted tuple of element symbols.
-
-    Parameters
-    ----------
-    system:
-        ``"Li-Co-O"``, ``"Li Co O"``, ``"LiCoO"`` or a sequence of symbols / ``Element``.
-
-    Returns
-    -------
-    tuple of str
-        Unique element symbols, sorted alphabetically.
-
-    Raises
-    ------
-    ValueError
-        For an unknown element symbol (named) or an empty system.
-
-    Example
-    -------
-    >>> parse_chemical_system("Li-Co-O")
-    ('Co', 'Li', 'O')
-    """
-    if isinstance(system, str):
-        text = system.strip()
-        if "-" in text or " " in text or "," in text:
-            parts = [p for p in text.replace(",", " ").replace("-", " ").split() if p]
-        else:  # "LiCoO": split on capital letters
-            parts, current = [], ""
-            for ch in text:
-                if ch.isupper() and current:
-                    parts.append(current)
-                    current = ch
-                else:
-                    current += ch
-            if current:
-                parts.append(current)
-    else:
-        parts = [str(p) for p in system]
-    symbols = []
-    for p in parts:
-        if not Element.is_valid_symbol(p):
-            raise ValueError(f"unknown element {p!r} in chemical system {system!r}")
-        symbols.append(p)
-    if not symbols:
-        raise ValueError(f"empty chemical system {system!r}")
-    return tuple(sorted(set(symbols)))
-
-
-def as_composition(obj: Any) -> Composition:
-    """Composition of a formula, dict, ``Composition``, ``ase.Atoms``, ``Structure`` or entry.
-
-    Raises
-    ------
-    ValueError
-        If the formula cannot be parsed or the composition is empty.
-    TypeError
-        For an object that carries no composition.
-
-    Example
-    -------
-    >>> as_composition("LiCoO2").reduced_formula
-    'LiCoO2'
-    """
-    if isinstance(obj, Composition):
-        comp = obj
-    elif isinstance(obj, Atoms):
-        comp = Composition(obj.get_chemical_formula(mode="hill"))
-    elif isinstance(obj, (Structure, PDEntry, ComputedEntry)):
-        comp = obj.composition
-    elif isinstance(obj, str):
-        try:
-            comp = Composition(obj)
-            _element_symbols(comp)
-        except Exception as exc:  # pymatgen raises several types
-            raise ValueError(f"cannot parse formula {obj!r}: {exc}") from exc
-    elif isinstance(obj, Mapping):
-        comp = Composition(obj)
-    else:
-        raise TypeError(f"cannot take a composition from a {type(obj).__name__}: {obj!r}")
-    if comp.num_atoms <= 0:
-        raise ValueError(f"empty composition {obj!r}")
-    return comp
-
-
-def _element_symbols(comp: Composition) -> set[str]:
-    """Element symbols of a composition; pymatgen reads unknown symbols as dummy species."""
-    bad = [str(el) for el in comp.elements if not isinstance(el, Element)]
-    if bad:
-        raise ValueError(f"unknown element(s) {', '.join(bad)}")
-    return {el.symbol for el in comp.elements}
-
-
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", newline="")
-    return open(path, newline="")
-
-
-def _pick_column(fieldnames: Sequence[str], wanted: str | None, candidates: Sequence[str], what: str, path) -> str:
-    if wanted is not None:
-        if wanted not in fieldnames:
-            raise ValueError(f"{path}: no column {wanted!r} ({what}); columns are {list(fieldnames)}")
-        return wanted
-    lower = {f.strip().lower(): f for f in fieldnames}
-    found = [lower[c] for c in candidates if c in lower]
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise ValueError(
-            f"{path}: cannot tell which column holds the {what} among {list(fieldnames)}; "
-            f"pass {what}_column="
-        )
-    raise ValueError(f"{path}: several possible {what} columns {found}; pass {what}_column= to choose one")
-
-
-def _elemental_mu(references: Any) -> dict[str, float]:
-    """Energy per atom of each element's lowest reference (eV/atom)."""
-    if isinstance(references, ReferenceHull):
-        if references.is_formation:
-            raise ValueError("elemental references must be absolute energies, not a formation-energy hull")
-        entries: Iterable = references.entries
-    elif isinstance(references, Mapping) and references and all(
-        isinstance(v, (int, float, np.floating, np.integer)) for v in references.values()
-    ):
-        mu = {}
-        for el, value in references.items():
-            sym = parse_chemical_system([str(el)])[0]
-            if not math.isfinite(float(value)):
-                raise ValueError(f"elemental reference energy of {sym} is {value!r}, not a finite number")
-            mu[sym] = float(value)
-        return mu
-    else:
-        entries = _load_entries(references)
-    mu: dict[str, float] = {}
-    for e in entries:
-        comp = e.composition
-        if len(comp.elements) != 1:
-            continue
-        sym = comp.elements[0].symbol
-        value = e.energy / comp.num_atoms
-        if sym not in mu or value < mu[sym]:
-            mu[sym] = value
-    if not mu:
-        raise ValueError("no elemental entries found in the elemental references")
-    return mu
-
-
-def _load_entries(source: Any) -> list[PDEntry]:
-    """Entries from a JSON(.gz) path, a list/dict of entries or of their dicts."""
-    if isinstance(source, (str, os.PathLike)):
-        from monty.serialization import loadfn
-
-        path = Path(source)
-        if not path.exists():
-            raise FileNotFoundError(f"entries file not found: {path}")
-        with warnings.catch_warnings():  # noble gases: "No Pauling electronegativity"
-            warnings.simplefilter("ignore", UserWarning)
-            data = loadfn(path)
-    else:
-        data = source
-    if isinstance(data, Mapping):
-        if "@class" in data or "energy" in data and "composition" in data:
-            data = [data]
-        else:  # e.g. {"B": entry, "Li": entry}
-            data = list(data.values())
-    if isinstance(data, (PDEntry, ComputedEntry)):
-        data = [data]
-    entries: list[PDEntry] = []
-    for i, item in enumerate(data):
-        if isinstance(item, (PDEntry, ComputedEntry)):
-            entries.append(item)
-        elif isinstance(item, Mapping):
-            cls_name = item.get("@class", "ComputedEntry")
-            if cls_name == "ComputedStructureEntry":
-                entries.append(ComputedStructureEntry.from_dict(item))
-            elif cls_name == "PDEntry":
-                entries.append(PDEntry.from_dict(item))
-            else:
-                entries.append(ComputedEntry.from_dict(item))
-        else:
-            raise TypeError(f"item {i} is a {type(item).__name__}, not a pymatgen entry or its dict")
-    if not entries:
-        raise ValueError("no entries given")
-    for e in entries:
-        if not math.isfinite(e.energy):
-            raise ValueError(f"entry {getattr(e, 'entry_id', None) or e.composition.formula} has energy {e.energy!r}")
-    return entries
+__all__ = ["ReferenceHull"]
 
 
 # --------------------------------------------------------------------------- the hull
@@ -370,56 +160,9 @@ class ReferenceHull:
         >>> round(h.hull_energy_per_atom("B"), 3), h.is_formation
         (-6.679, False)
         """
-        if energy not in ENERGY_KINDS:
-            raise ValueError(f"energy={energy!r} is not one of {ENERGY_KINDS}")
-        if elemental_references is not None and energy != "formation_per_atom":
-            raise ValueError(
-                f"elemental_references only applies to energy='formation_per_atom', not energy={energy!r}"
-            )
-        comps_energies = []
-        for i, (formula, value) in enumerate(records):
-            comp = as_composition(formula)
-            try:
-                value = float(value)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(f"record {i} ({formula!r}): energy {value!r} is not a number") from exc
-            if not math.isfinite(value):
-                raise ValueError(f"record {i} ({formula!r}): energy {value!r} is not finite")
-            comps_energies.append((comp, value, f"{name}:{i}"))
-        if not comps_energies:
-            raise ValueError(f"{name}: no records")
-        if chemical_system is not None:
-            allowed = set(parse_chemical_system(chemical_system))
-            comps_energies = [c for c in comps_energies if {el.symbol for el in c[0].elements} <= allowed]
-            elements = sorted(allowed)
-        else:
-            elements = sorted({el.symbol for comp, _, _ in comps_energies for el in comp.elements})
-        entries = []
-        for comp, value, entry_id in comps_energies:
-            total = value if energy == "total" else value * comp.num_atoms
-            entries.append(PDEntry(comp, total, name=comp.reduced_formula, attribute=entry_id))
-        is_formation = energy == "formation_per_atom"
-        if is_formation:
-            # elements are at zero formation energy by definition: add missing terminals
-            have = {e.composition.elements[0].symbol for e in entries if len(e.composition.elements) == 1}
-            for el in elements:
-                if el not in have:
-                    entries.append(PDEntry(Composition(el), 0.0, name=el, attribute="element at 0 (definition)"))
-            if elemental_references is not None:
-                mu = _elemental_mu(elemental_references)
-                lacking = [el for el in elements if el not in mu]
-                if lacking:
-                    raise ValueError(f"elemental references lack element(s) {', '.join(lacking)}")
-                entries = [
-                    PDEntry(
-                        e.composition,
-                        e.energy + sum(n * mu[el.symbol] for el, n in e.composition.items()),
-                        name=e.name,
-                        attribute=e.attribute,
-                    )
-                    for e in entries
-                ]
-                is_formation = False
+        entries, is_formation = sources.entries_from_records(
+            records, energy, chemical_system=chemical_system, elemental_references=elemental_references, name=name
+        )
         return cls(entries, chemical_system, is_formation=is_formation, name=name)
 
     @classmethod
@@ -463,49 +206,16 @@ class ReferenceHull:
         >>> hull = ReferenceHull.from_table("mattergenbis_vb_LiCoO.csv", energy="total")  # doctest: +SKIP
         >>> hull.e_above_hull("LiCoO2", -5.85)  # doctest: +SKIP
         """
-        if energy not in ENERGY_KINDS:
-            raise ValueError(f"energy={energy!r} is not one of {ENERGY_KINDS}")
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"reference table not found: {path}")
-        allowed = set(parse_chemical_system(chemical_system)) if chemical_system is not None else None
-        records = []
-        with _open_text(path) as fh:
-            reader = csv.DictReader(fh, skipinitialspace=True)
-            if not reader.fieldnames:
-                raise ValueError(f"{path}: empty table (no header line)")
-            fcol = _pick_column(reader.fieldnames, formula_column, _FORMULA_COLUMNS, "formula", path)
-            ecol = _pick_column(reader.fieldnames, energy_column, _ENERGY_COLUMNS, "energy", path)
-            for line, row in enumerate(reader, start=2):
-                formula = (row.get(fcol) or "").strip()
-                raw = (row.get(ecol) or "").strip()
-                if allowed is not None and not set(_SYMBOL.findall(formula)) <= allowed:
-                    continue
-                try:
-                    comp = Composition(formula)
-                    symbols = _element_symbols(comp)
-                    if comp.num_atoms <= 0:
-                        raise ValueError("empty composition")
-                except Exception as exc:
-                    raise ValueError(f"{path}:{line}: cannot parse formula {formula!r}: {exc}") from exc
-                if allowed is not None and not symbols <= allowed:
-                    continue
-                try:
-                    value = float(raw)
-                except ValueError as exc:
-                    raise ValueError(f"{path}:{line}: energy {raw!r} of {formula} is not a number") from exc
-                if not math.isfinite(value):
-                    raise ValueError(f"{path}:{line}: energy {raw!r} of {formula} is not finite")
-                records.append((comp, value))
-        if not records:
-            where = f" inside {'-'.join(sorted(allowed))}" if allowed else ""
-            raise ValueError(f"{path}: no rows{where}")
+        sources.check_energy_kind(energy)
+        records = sources.records_from_table(
+            path, chemical_system=chemical_system, formula_column=formula_column, energy_column=energy_column
+        )
         return cls.from_records(
             records,
             energy,
             chemical_system=chemical_system,
             elemental_references=elemental_references,
-            name=path.name,
+            name=Path(path).name,
         )
 
     @classmethod
@@ -534,7 +244,7 @@ class ReferenceHull:
         ('B',)
         """
         name = str(path_or_entries) if isinstance(path_or_entries, (str, os.PathLike)) else "entries"
-        entries = _load_entries(path_or_entries)
+        entries = sources.load_entries(path_or_entries)
         return cls(entries, chemical_system, name=Path(name).name)
 
     @classmethod
@@ -576,35 +286,10 @@ class ReferenceHull:
         >>> from ase.build import bulk
         >>> hull = ReferenceHull.from_structures([bulk("Si")], "chgnet")  # doctest: +SKIP
         """
-        from aseguide.potentials import get_potential
-        from aseguide.state import CrystalBatch
-
-        structures = list(structures)
-        if not structures:
-            raise ValueError("no reference structures given")
-        potential = get_potential(calculator, **({"device": device} if device else {}))
-        if batch_size < 1:
-            raise ValueError(f"batch_size={batch_size!r} must be >= 1")
-        allowed = set(parse_chemical_system(chemical_system)) if chemical_system is not None else None
-        keep = [
-            (i, s) for i, s in enumerate(structures)
-            if allowed is None or {el.symbol for el in as_composition(s).elements} <= allowed
-        ]
-        if not keep:
-            raise ValueError("no reference structure lies inside the chemical system")
-        entries = []
-        for start in range(0, len(keep), batch_size):
-            chunk = keep[start:start + batch_size]
-            batch = CrystalBatch.from_any([s for _, s in chunk])
-            energies = potential.energy(batch, grad=False).detach().cpu().numpy()
-            for (i, s), e in zip(chunk, energies):
-                if not np.isfinite(e):
-                    raise ValueError(
-                        f"the potential failed on reference structure {i} ({as_composition(s).formula})"
-                    )
-                pmg = s if isinstance(s, Structure) else _atoms_to_structure(s)
-                entries.append(ComputedStructureEntry(pmg, float(e), entry_id=f"structure-{i}"))
-        return cls(entries, chemical_system, name=f"structures@{potential.name}")
+        entries, potential_name = sources.entries_from_structures(
+            structures, calculator, chemical_system=chemical_system, batch_size=batch_size, device=device
+        )
+        return cls(entries, chemical_system, name=f"structures@{potential_name}")
 
     @classmethod
     def from_materials_project(
@@ -642,20 +327,7 @@ class ReferenceHull:
         -------
         >>> hull = ReferenceHull.from_materials_project("Li-Co-O")  # doctest: +SKIP
         """
-        elements = list(parse_chemical_system(chemsys))
-        try:
-            from mp_api.client import MPRester
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "ReferenceHull.from_materials_project needs mp-api: pip install 'aseguide[mp]'"
-            ) from exc
-        key = api_key or os.environ.get("MP_API_KEY")
-        if not key:
-            raise ValueError(
-                "no Materials Project API key: pass api_key= or set the MP_API_KEY environment variable"
-            )
-        with MPRester(key) as mpr:
-            entries = mpr.get_entries_in_chemsys(elements, **query)
+        entries, elements = sources.entries_from_materials_project(chemsys, api_key, **query)
         return cls(entries, chemical_system or elements, name=f"materials-project:{'-'.join(elements)}")
 
     # ------------------------------------------------------------------ queries
@@ -791,9 +463,3 @@ class ReferenceHull:
             f"ReferenceHull({self.chemical_system}, {len(self.entries)} entries, "
             f"{len(self.phase_diagram.stable_entries)} stable, energies={kind}, source={self.name!r})"
         )
-
-
-def _atoms_to_structure(atoms: Atoms) -> Structure:
-    from pymatgen.io.ase import AseAtomsAdaptor
-
-    return AseAtomsAdaptor.get_structure(atoms)
