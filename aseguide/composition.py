@@ -1,14 +1,15 @@
 """Chemical systems and compositions: the one parser of ``"Li-Co-O"`` and of formulas.
 
 A chemical system is written ``"Li-Co-O"``, ``"Li,Co,O"``, ``"Li Co O"``, ``"LiCoO"`` or
-given as a sequence of symbols; :func:`split_chemical_system` reads it in the order
-written, :func:`parse_chemical_system` as the sorted set of its elements.
+given as a sequence of symbols; :func:`normalize_chemical_system` reads it in the order
+written (each element once: MatterGen's condition), :func:`parse_chemical_system` as the
+sorted set of its elements (a hull's system).
 :func:`as_composition` takes the composition of a formula, a mapping, ``ase.Atoms``, a
 pymatgen ``Structure`` or entry.
 
 Examples
 --------
->>> split_chemical_system("Li-Co-O")
+>>> normalize_chemical_system("Li-Co-O")
 ['Li', 'Co', 'O']
 >>> parse_chemical_system("LiCoO")
 ('Co', 'Li', 'O')
@@ -27,7 +28,7 @@ from pymatgen.analysis.phase_diagram import PDEntry
 from pymatgen.core import Composition, Element, Structure
 from pymatgen.entries.computed_entries import ComputedEntry
 
-__all__ = ["split_chemical_system", "parse_chemical_system", "as_composition", "element_symbols"]
+__all__ = ["normalize_chemical_system", "parse_chemical_system", "as_composition", "element_symbols"]
 
 _SYMBOLS = frozenset(chemical_symbols[1:])
 
@@ -46,29 +47,8 @@ def _split_text(text: str) -> list[str]:
     return parts
 
 
-def split_chemical_system(system: str | Iterable[str | Element]) -> list[str]:
-    """Element symbols of a chemical system, in the order written (repeats kept).
-
-    Parameters
-    ----------
-    system : str or iterable of str or Element
-        ``"Li-Co-O"``, ``"Li,Co,O"``, ``"Li Co O"``, ``"LiCoO"`` or a sequence of symbols.
-
-    Returns
-    -------
-    list of str
-        The symbols as written.
-
-    Raises
-    ------
-    ValueError
-        For an unknown element symbol (named) or an empty system.
-
-    Examples
-    --------
-    >>> split_chemical_system(["Fe", "Nd", "B"])
-    ['Fe', 'Nd', 'B']
-    """
+def _symbols(system: str | Iterable[str | Element]) -> list[str]:
+    """Element symbols of a chemical system as written (repeats kept); unknown or none: ``ValueError``."""
     parts = _split_text(system) if isinstance(system, str) else [str(p).strip() for p in system]
     for p in parts:
         if p not in _SYMBOLS:
@@ -78,13 +58,42 @@ def split_chemical_system(system: str | Iterable[str | Element]) -> list[str]:
     return parts
 
 
+def normalize_chemical_system(system: str | Iterable[str | Element]) -> list[str]:
+    """The elements of a chemical system in the order written, each once.
+
+    Parameters
+    ----------
+    system : str or iterable of str or Element
+        ``"Li-Co-O"``, ``"Li,Co,O"``, ``"Li Co O"``, ``"LiCoO"`` or a sequence of symbols.
+
+    Returns
+    -------
+    list of str
+        The symbols, in the order given.
+
+    Raises
+    ------
+    ValueError
+        Empty system, unknown element (named) or a repeated element.
+
+    Examples
+    --------
+    >>> normalize_chemical_system(["Fe", "Nd", "B"])
+    ['Fe', 'Nd', 'B']
+    """
+    elements = _symbols(system)
+    if len(set(elements)) != len(elements):
+        raise ValueError(f"chemical system {system!r} repeats an element")
+    return elements
+
+
 def parse_chemical_system(system: str | Iterable[str | Element]) -> tuple[str, ...]:
     """Parse a chemical system into a sorted tuple of element symbols.
 
     Parameters
     ----------
     system : str or iterable of str or Element
-        As for :func:`split_chemical_system`.
+        As for :func:`normalize_chemical_system` (repeats allowed here).
 
     Returns
     -------
@@ -101,7 +110,7 @@ def parse_chemical_system(system: str | Iterable[str | Element]) -> tuple[str, .
     >>> parse_chemical_system("Li-Co-O")
     ('Co', 'Li', 'O')
     """
-    return tuple(sorted(set(split_chemical_system(system))))
+    return tuple(sorted(set(_symbols(system))))
 
 
 def element_symbols(comp: Composition) -> set[str]:

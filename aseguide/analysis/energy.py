@@ -2,9 +2,9 @@
 
 Any ASE calculator works (``EMT``, CHGNet, MatterSim, ...). A hull is any object with
 ``e_above_hull(atoms_or_composition, energy_per_atom) -> float`` (eV/atom), such as
-:class:`aseguide.calculators.ReferenceHull` or :class:`PhaseDiagramHull` below, which
-builds a pymatgen ``PhaseDiagram`` from structures whose energies were computed with
-the same calculator (the paper's "reference-based convex hull").
+:class:`aseguide.thermo.ReferenceHull` or :class:`PhaseDiagramHull` below, a reference hull
+built from structures whose energies were computed with the same calculator (the paper's
+"reference-based convex hull").
 
 Example
 -------
@@ -31,8 +31,11 @@ from typing import Any, Protocol
 
 import numpy as np
 from ase import Atoms
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 
+from aseguide.composition import as_composition
 from aseguide.potentials.energies import compute_energies
+from aseguide.thermo import ReferenceHull
 
 __all__ = [
     "HullLike",
@@ -50,30 +53,24 @@ class HullLike(Protocol):
     def e_above_hull(self, composition_or_atoms: Any, energy_per_atom: float) -> float: ...
 
 
-def _composition(obj: Any):
-    from pymatgen.core import Composition
+class PhaseDiagramHull(ReferenceHull):
+    """The hull of reference energies as the analysis reads it: pymatgen's own query.
 
-    if isinstance(obj, Atoms):
-        return Composition(obj.get_chemical_formula())
-    if hasattr(obj, "composition"):
-        return obj.composition
-    return Composition(obj)
-
-
-class PhaseDiagramHull:
-    """A convex hull of reference energies, backed by pymatgen's ``PhaseDiagram``.
-
-    Entries containing an element without an elemental (terminal) entry cannot be
-    placed on a phase diagram; they are left out (counted in ``n_dropped``) and the
-    structures made of such elements are later reported as outside the hull.
+    A :class:`~aseguide.thermo.ReferenceHull` that leaves out, instead of refusing,
+    the entries containing an element without an elemental (terminal) entry (counted in
+    ``n_dropped``; the structures made of such elements are later reported as outside
+    the hull), orders the phase diagram's elements as pymatgen does, and answers
+    :meth:`e_above_hull` with ``PhaseDiagram.get_e_above_hull`` (negative below the hull).
 
     Parameters
     ----------
-    entries:
+    entries : iterable of PDEntry
         pymatgen ``PDEntry``/``ComputedEntry`` objects (total energies).
+    chemical_system, is_formation, name
+        As for :class:`~aseguide.thermo.ReferenceHull`.
 
-    Example
-    -------
+    Examples
+    --------
     >>> hull = PhaseDiagramHull.from_energies({"Cu": -1.0, "Au": -2.0})
     >>> round(hull.e_above_hull("CuAu", -1.6), 6)   # hull at -1.5 eV/atom
     -0.1
@@ -81,60 +78,89 @@ class PhaseDiagramHull:
     0.25
     """
 
-    def __init__(self, entries: Iterable) -> None:
-        from pymatgen.analysis.phase_diagram import PhaseDiagram
-
+    def __init__(
+        self, entries: Iterable, chemical_system: str | Iterable[str] | None = None, *,
+        is_formation: bool = False, name: str = "",
+    ) -> None:
         entries = list(entries)
         terminal = {str(e.composition.elements[0]) for e in entries if e.composition.is_element}
-        self.entries = [e for e in entries if {str(x) for x in e.composition.elements} <= terminal]
-        self.n_dropped = len(entries) - len(self.entries)
-        if not self.entries:
+        kept = [e for e in entries if {str(x) for x in e.composition.elements} <= terminal]
+        if not kept:
             raise ValueError(f"no usable reference entries for the hull ({len(entries)} given, none of them "
                              "with elemental entries for all its elements)")
-        self.phase_diagram = PhaseDiagram(self.entries)
-        self.elements = {str(e) for e in self.phase_diagram.elements}
+        super().__init__(kept, chemical_system, is_formation=is_formation, name=name)
+        self.n_dropped = len(entries) - len(kept)
+
+    @staticmethod
+    def _phase_diagram(entries: list, elements: tuple[str, ...]) -> PhaseDiagram:
+        return PhaseDiagram(entries)
 
     @classmethod
     def from_energies(cls, energies: dict[str, float] | Iterable[tuple[str, float]]) -> PhaseDiagramHull:
-        """Hull from ``formula -> energy per atom`` (eV/atom); several rows per formula allowed."""
-        from pymatgen.analysis.phase_diagram import PDEntry
+        """Hull from ``formula -> energy per atom`` (eV/atom); several rows per formula allowed.
 
+        Parameters
+        ----------
+        energies : dict or iterable of (str, float)
+            Formulas and their energies per atom.
+
+        Returns
+        -------
+        PhaseDiagramHull
+        """
         items = energies.items() if isinstance(energies, dict) else energies
-        entries = []
-        for formula, e in items:
-            comp = _composition(formula)
-            entries.append(PDEntry(comp, float(e) * comp.num_atoms))
-        return cls(entries)
+        return cls(_per_atom_entry(formula, e) for formula, e in items)
 
     @classmethod
     def from_structures(cls, structures: Sequence[Atoms], energies_per_atom: Sequence[float]) -> PhaseDiagramHull:
-        """Hull from structures and their energies per atom (non-finite energies skipped)."""
-        from pymatgen.analysis.phase_diagram import PDEntry
+        """Hull from structures and their energies per atom (non-finite energies skipped).
 
-        entries = []
-        for atoms, e in zip(structures, energies_per_atom):
-            if e is not None and math.isfinite(float(e)):
-                comp = _composition(atoms)
-                entries.append(PDEntry(comp, float(e) * comp.num_atoms))
-        return cls(entries)
+        Parameters
+        ----------
+        structures : sequence of ase.Atoms
+            The references.
+        energies_per_atom : sequence of float
+            Their energies (eV/atom).
+
+        Returns
+        -------
+        PhaseDiagramHull
+        """
+        return cls(_per_atom_entry(atoms, e) for atoms, e in zip(structures, energies_per_atom)
+                   if e is not None and math.isfinite(float(e)))
 
     def e_above_hull(self, composition_or_atoms: Any, energy_per_atom: float) -> float:
         """Energy per atom above the hull at that composition (negative below it).
+
+        Parameters
+        ----------
+        composition_or_atoms : str, Composition, ase.Atoms or Structure
+            The composition.
+        energy_per_atom : float
+            Its energy (eV/atom).
+
+        Returns
+        -------
+        float
+            eV/atom.
 
         Raises
         ------
         ValueError
             If the composition has an element the hull does not cover (named).
         """
-        from pymatgen.analysis.phase_diagram import PDEntry
-
-        comp = _composition(composition_or_atoms)
-        missing = sorted({str(e) for e in comp.elements} - self.elements)
+        comp = as_composition(composition_or_atoms)
+        missing = sorted({str(e) for e in comp.elements} - set(self.elements))
         if missing:
             raise ValueError(f"element(s) {missing} of {comp.reduced_formula} are not in the reference hull "
                              f"(elements: {sorted(self.elements)})")
         entry = PDEntry(comp, float(energy_per_atom) * comp.num_atoms)
         return float(self.phase_diagram.get_e_above_hull(entry, allow_negative=True))
+
+
+def _per_atom_entry(composition_or_atoms: Any, energy_per_atom: float) -> PDEntry:
+    comp = as_composition(composition_or_atoms)
+    return PDEntry(comp, float(energy_per_atom) * comp.num_atoms)
 
 
 def stored_energies(structures: Sequence[Atoms], key: str = "energy_per_atom") -> np.ndarray:

@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from aseguide.composition import split_chemical_system
+from aseguide.composition import normalize_chemical_system  # noqa: F401  (its old place, re-exported)
 from aseguide.models._mattergen_compat import prepare_mattergen
 from aseguide.models.base import SamplingSession, ScoreBackend, Scores
 from aseguide.models.conditions import check_conditions, describe_accepted
@@ -334,36 +334,6 @@ class MatterGenModel(ScoreBackend):
         """A :class:`MatterGenSession`; ``precision`` is a policy of :mod:`aseguide.precision`."""
         return MatterGenSession(self, num_atoms, steps, conditions=conditions,
                                 guidance_factor=guidance_factor, device=device, precision=precision)
-
-
-def normalize_chemical_system(value: str | list[str] | tuple[str, ...]) -> list[str]:
-    """The elements of a chemical system in the order written, each once (MatterGen's condition).
-
-    Parameters
-    ----------
-    value : str or list of str or tuple of str
-        ``"Li-Co-O"`` or ``["Li", "Co", "O"]`` (read by
-        :func:`aseguide.composition.split_chemical_system`).
-
-    Returns
-    -------
-    list of str
-        The symbols, in the order given.
-
-    Raises
-    ------
-    ValueError
-        Empty system, unknown element (named) or a repeated element.
-
-    Examples
-    --------
-    >>> normalize_chemical_system("Li-Co-O")
-    ['Li', 'Co', 'O']
-    """
-    elements = split_chemical_system(value)
-    if len(set(elements)) != len(elements):
-        raise ValueError(f"chemical system {value!r} repeats an element")
-    return elements
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from ase.calculators.calculator import Calculator
 from aseguide.potentials.base import BatchedPotential
 from aseguide.state import CrystalBatch
 
-__all__ = ['ASECalculatorPotential']
+__all__ = ["ASECalculatorPotential"]
 
 
 class _ChainRuleEnergy(torch.autograd.Function):

@@ -13,7 +13,7 @@ from ase.calculators.calculator import Calculator
 
 from aseguide.state import CrystalBatch
 
-__all__ = ['BatchedPotential', 'TorchPotential']
+__all__ = ["BatchedPotential", "TorchPotential"]
 
 
 _INSTALL_HINT = {

@@ -13,7 +13,7 @@ from ase.calculators.calculator import Calculator
 
 from aseguide.potentials.base import TorchPotential, _freeze, _image_shift, _import_error, _resolve_device
 
-__all__ = ['CHGNetPotential', 'chgnet_calculator']
+__all__ = ["CHGNetPotential", "chgnet_calculator"]
 
 
 class CHGNetPotential(TorchPotential):

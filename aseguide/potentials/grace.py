@@ -17,7 +17,7 @@ from ase.calculators.calculator import Calculator
 
 from aseguide.potentials.base import _import_error
 
-__all__ = ['GRACE_DEFAULT_MODEL', 'GRACE_CALCULATOR_DEFAULTS', 'grace_calculator', 'grace_model_path']
+__all__ = ["GRACE_DEFAULT_MODEL", "GRACE_CALCULATOR_DEFAULTS", "grace_calculator", "grace_model_path"]
 
 
 #: Default GRACE model: the one the paper validates with.

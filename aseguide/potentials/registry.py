@@ -15,7 +15,7 @@ from aseguide.potentials.grace import grace_calculator
 from aseguide.potentials.mattersim import MatterSimPotential, mattersim_calculator
 from aseguide.potentials.sevenn import SevenNetPotential, sevenn_calculator
 
-__all__ = ['POTENTIALS', 'canonical_name', 'get_calculator', 'get_potential']
+__all__ = ["POTENTIALS", "canonical_name", "get_calculator", "get_potential"]
 
 
 #: Potential names understood by :func:`get_calculator` / :func:`get_potential`

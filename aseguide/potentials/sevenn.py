@@ -13,7 +13,7 @@ from ase.calculators.calculator import Calculator
 
 from aseguide.potentials.base import TorchPotential, _freeze, _import_error, _resolve_device
 
-__all__ = ['SevenNetPotential', 'sevenn_calculator']
+__all__ = ["SevenNetPotential", "sevenn_calculator"]
 
 
 class SevenNetPotential(TorchPotential):

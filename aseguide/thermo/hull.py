@@ -120,9 +120,14 @@ class ReferenceHull:
         self.entries: list[PDEntry] = entries
         self.is_formation = bool(is_formation)
         self.name = name
-        self.phase_diagram = PhaseDiagram(entries, elements=[Element(el) for el in elements])
+        self.phase_diagram = self._phase_diagram(entries, elements)
         # per-instance memo of hull energies (reduced composition -> eV/atom)
         self._hull_energy_memo: dict[tuple, float] = {}
+
+    @staticmethod
+    def _phase_diagram(entries: list[PDEntry], elements: tuple[str, ...]) -> PhaseDiagram:
+        """pymatgen's phase diagram of the entries, its axes in the order of ``elements``."""
+        return PhaseDiagram(entries, elements=[Element(el) for el in elements])
 
     # ------------------------------------------------------------------ constructors
     @classmethod
