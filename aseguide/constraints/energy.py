@@ -106,7 +106,7 @@ class EnergyAboveHull(Objective):
         Loaded once, at first use (a name given here is loaded lazily, so reading a
         trajectory that carries this restraint does not load a model).
     hull:
-        An absolute-energy :class:`~aseguide.calculators.ReferenceHull` (or its
+        An absolute-energy :class:`~aseguide.thermo.ReferenceHull` (or its
         ``todict()``), on the same energy scale as the potential.
     target:
         ``None``: the loss is the energy above hull itself (lower is better, may be

@@ -13,8 +13,8 @@ queries with total energies per atom; a formation hull answers queries with form
 energies per atom. A formation table becomes absolute when elemental reference energies
 are given (``elemental_references=``), since ``E_total/atom = E_form/atom + sum_i x_i mu_i``.
 
-Example
--------
+Examples
+--------
 >>> from aseguide.thermo import ReferenceHull
 >>> hull = ReferenceHull.from_records(
 ...     [("Li", -1.9), ("O2", -9.8), ("Li2O", -14.3)], energy="total")
@@ -55,16 +55,16 @@ class ReferenceHull:
 
     Parameters
     ----------
-    entries:
+    entries : sequence of PDEntry
         pymatgen entries (``PDEntry``, ``ComputedEntry``, ``ComputedStructureEntry``);
         ``entry.energy`` is the total energy of the formula unit written in the entry.
-    chemical_system:
+    chemical_system : str or iterable of str, optional
         Restrict the hull to this system (``"Li-Co-O"`` or a list of symbols); entries
         with other elements are dropped. Default: all elements of the entries.
-    is_formation:
+    is_formation : bool
         ``True`` when the energies are formation energies (queries then take formation
         energies per atom too).
-    name:
+    name : str
         Where the entries come from, for ``repr`` and logs.
 
     Raises
@@ -81,8 +81,8 @@ class ReferenceHull:
     entries : list
         The entries kept.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from pymatgen.analysis.phase_diagram import PDEntry
     >>> hull = ReferenceHull([PDEntry("B", -6.68), PDEntry("B", -6.60)])
     >>> round(hull.e_above_hull("B12", -6.60), 3)
@@ -144,22 +144,22 @@ class ReferenceHull:
 
         Parameters
         ----------
-        records:
+        records : iterable of (formula, float)
             Pairs of a formula (or ``Composition``, ``Atoms``, ``Structure``) and an energy.
-        energy:
+        energy : {"total", "per_atom", "formation_per_atom"}
             What the numbers are: ``"total"`` (eV per formula as written, e.g. ``Li16O16``
             is 32 atoms), ``"per_atom"`` (eV/atom) or ``"formation_per_atom"`` (eV/atom,
             elements at 0).
-        chemical_system:
+        chemical_system : str or iterable of str, optional
             Restrict the entries to this system.
-        elemental_references:
+        elemental_references : optional
             Only with ``"formation_per_atom"``: absolute energies of the elements
             (``{"B": -6.679}`` in eV/atom, entries, an entries JSON path, or an absolute
             ``ReferenceHull``). The hull is then absolute. Without it, it stays a
             formation-energy hull.
 
-        Example
-        -------
+        Examples
+        --------
         >>> h = ReferenceHull.from_records([("B", 0.0), ("B", 0.03)], "formation_per_atom",
         ...                                elemental_references={"B": -6.679})
         >>> round(h.hull_energy_per_atom("B"), 3), h.is_formation
@@ -185,17 +185,17 @@ class ReferenceHull:
 
         Parameters
         ----------
-        path:
+        path : str or os.PathLike
             CSV file (optionally ``.gz``) with a header line.
-        energy:
+        energy : {"total", "per_atom", "formation_per_atom"}
             ``"total"`` (eV per formula as written), ``"per_atom"`` (eV/atom) or
             ``"formation_per_atom"`` (eV/atom). Required: the table cannot say which.
-        chemical_system:
+        chemical_system : str or iterable of str, optional
             Keep only rows inside this system (e.g. ``"B"`` out of all of MP).
-        formula_column, energy_column:
+        formula_column, energy_column : str, optional
             Column names; by default guessed from common names (``formula``/``Formula``,
             ``energy``/``Energy``/``target``/...) and an error asks for them when ambiguous.
-        elemental_references:
+        elemental_references : optional
             See :meth:`from_records`.
 
         Raises
@@ -206,8 +206,8 @@ class ReferenceHull:
             For an unknown ``energy`` flag, a missing column, an unparsable row (its line
             number is named) or a system with a missing element.
 
-        Example
-        -------
+        Examples
+        --------
         >>> hull = ReferenceHull.from_table("mattergenbis_vb_LiCoO.csv", energy="total")  # doctest: +SKIP
         >>> hull.e_above_hull("LiCoO2", -5.85)  # doctest: +SKIP
         """
@@ -234,15 +234,15 @@ class ReferenceHull:
 
         Parameters
         ----------
-        path_or_entries:
+        path_or_entries : str, os.PathLike, iterable or Mapping
             A ``.json``/``.json.gz`` file (a list of entry dicts, or a dict of them, as
             the MP elemental reference file), or entries / entry dicts in memory.
             ``entry.energy`` (corrected energy when corrections are attached) is used.
-        chemical_system:
+        chemical_system : str or iterable of str, optional
             Keep only entries inside this system.
 
-        Example
-        -------
+        Examples
+        --------
         >>> from pymatgen.entries.computed_entries import ComputedEntry
         >>> hull = ReferenceHull.from_entries([ComputedEntry("B", -6.679)])
         >>> hull.elements
@@ -270,24 +270,26 @@ class ReferenceHull:
 
         Parameters
         ----------
-        structures:
+        structures : sequence of ase.Atoms or Structure
             ``ase.Atoms`` or pymatgen ``Structure`` objects; must include every element
             of the system on its own.
-        calculator:
+        calculator : str, ASE calculator or BatchedPotential
             A potential name (``"chgnet"``...), an ASE calculator, or a
             :class:`~aseguide.potentials.BatchedPotential`.
-        chemical_system:
+        chemical_system : str or iterable of str, optional
             Keep only structures inside this system.
-        batch_size:
+        batch_size : int
             Structures per batched potential call.
+        device : str, optional
+            Device of a potential given by name.
 
         Raises
         ------
         ValueError
             If the potential fails on a reference structure (named by its index).
 
-        Example
-        -------
+        Examples
+        --------
         >>> from ase.build import bulk
         >>> hull = ReferenceHull.from_structures([bulk("Si")], "chgnet")  # doctest: +SKIP
         """
@@ -312,13 +314,13 @@ class ReferenceHull:
 
         Parameters
         ----------
-        chemsys:
+        chemsys : str or iterable of str
             ``"Li-Co-O"`` or a list of symbols; all subsystems are included.
-        api_key:
+        api_key : str, optional
             Materials Project API key; default: the ``MP_API_KEY`` environment variable.
-        chemical_system:
+        chemical_system : str or iterable of str, optional
             Further restriction of the entries.
-        **query:
+        **query
             Passed to ``get_entries_in_chemsys`` (e.g. ``additional_criteria=``).
 
         Raises
@@ -328,8 +330,8 @@ class ReferenceHull:
         ValueError
             Without an API key.
 
-        Example
-        -------
+        Examples
+        --------
         >>> hull = ReferenceHull.from_materials_project("Li-Co-O")  # doctest: +SKIP
         """
         entries, elements = sources.entries_from_materials_project(chemsys, api_key, **query)
@@ -367,8 +369,8 @@ class ReferenceHull:
         ValueError
             If the composition has an element outside the system (named).
 
-        Example
-        -------
+        Examples
+        --------
         >>> h = ReferenceHull.from_records([("Li", -1.9), ("O", -4.9)], "per_atom")
         >>> round(h.hull_energy_per_atom("Li2O2"), 6)  # halfway between the elements
         -3.4
@@ -388,9 +390,9 @@ class ReferenceHull:
 
         Parameters
         ----------
-        composition_or_atoms:
+        composition_or_atoms : str, Composition, ase.Atoms, Structure or entry
             Formula, ``Composition``, ``ase.Atoms``, ``Structure`` or entry.
-        energy_per_atom:
+        energy_per_atom : float
             Energy of the structure in eV/atom: total energy per atom for an absolute
             hull, formation energy per atom for a formation hull (``is_formation``).
 
@@ -404,8 +406,8 @@ class ReferenceHull:
         ValueError
             For a composition outside the system or a non-finite energy.
 
-        Example
-        -------
+        Examples
+        --------
         >>> h = ReferenceHull.from_records([("Li", -1.9), ("O", -4.9), ("Li2O", -14.3)], "total")
         >>> round(h.e_above_hull("Li2O", -14.3 / 3 + 0.1), 6)
         0.1
