@@ -11,7 +11,7 @@ from ase.build import bulk
 from pymatgen.analysis.phase_diagram import PDEntry
 
 from aseguide.calculators import ReferenceHull
-from aseguide.calculators.hull import parse_chemical_system
+from aseguide.composition import parse_chemical_system
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 REFS = DATA / "references"
@@ -167,3 +167,22 @@ def test_materials_project_hull():  # pragma: no cover - offline here
     hull = ReferenceHull.from_materials_project("Li-O")
     assert hull.chemical_system == "Li-O"
     assert math.isclose(hull.e_above_hull("Li2O", hull.hull_energy_per_atom("Li2O")), 0.0)
+
+
+def test_one_chemical_system_parser_and_the_old_paths():
+    import aseguide.calculators.hull as old_hull
+    import aseguide.calculators.potentials as old_potentials
+    from aseguide import potentials, thermo
+    from aseguide.composition import normalize_chemical_system
+    from aseguide.models import mattergen
+
+    assert mattergen.normalize_chemical_system is normalize_chemical_system
+    assert normalize_chemical_system("Li-Co-O") == ["Li", "Co", "O"]
+    assert normalize_chemical_system(["Fe", "Nd", "B"]) == ["Fe", "Nd", "B"]
+    assert parse_chemical_system(["O", "Li", "O"]) == parse_chemical_system("LiO") == ("Li", "O")
+    with pytest.raises(ValueError, match="repeats"):
+        normalize_chemical_system("Li-Li")
+    with pytest.raises(ValueError, match="'Xx'"):
+        normalize_chemical_system("Li-Xx")
+    assert old_hull.ReferenceHull is thermo.ReferenceHull is ReferenceHull
+    assert old_potentials.get_potential is potentials.get_potential

@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "aseguide"
 
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("aseguide.state", "aseguide.neighbors", "aseguide.precision", "aseguide._scatter",
-              "aseguide._validation", "aseguide._started")),
+              "aseguide._validation", "aseguide._started", "aseguide.composition")),
     ("models", ("aseguide.models",)),
     ("potentials", ("aseguide.potentials", "aseguide.thermo")),
     ("constraints", ("aseguide.constraints",)),
@@ -42,7 +42,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
 ]
 #: Old module paths kept as thin re-exports (above every layer).
 COMPAT = ("aseguide.guidance", "aseguide.optimize", "aseguide.generate", "aseguide.io", "aseguide.train",
-          "aseguide.evaluation", "aseguide.cli_generate")
+          "aseguide.evaluation", "aseguide.cli_generate", "aseguide.calculators.hull",
+          "aseguide.calculators.potentials")
 TOP = ("aseguide", "aseguide.__main__")
 TESTING = "aseguide.testing"
 

@@ -2,9 +2,9 @@
 
 Any ASE calculator works (``EMT``, CHGNet, MatterSim, ...). A hull is any object with
 ``e_above_hull(atoms_or_composition, energy_per_atom) -> float`` (eV/atom), such as
-:class:`aseguide.calculators.ReferenceHull` or :class:`PhaseDiagramHull` below, which
-builds a pymatgen ``PhaseDiagram`` from structures whose energies were computed with
-the same calculator (the paper's "reference-based convex hull").
+:class:`aseguide.thermo.ReferenceHull` or :class:`PhaseDiagramHull` below, a reference hull
+built from structures whose energies were computed with the same calculator (the paper's
+"reference-based convex hull").
 
 Example
 -------
@@ -26,11 +26,16 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 import numpy as np
 from ase import Atoms
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+
+from aseguide.composition import as_composition
+from aseguide.potentials.energies import compute_energies
+from aseguide.thermo import ReferenceHull
 
 __all__ = [
     "HullLike",
@@ -48,30 +53,24 @@ class HullLike(Protocol):
     def e_above_hull(self, composition_or_atoms: Any, energy_per_atom: float) -> float: ...
 
 
-def _composition(obj: Any):
-    from pymatgen.core import Composition
+class PhaseDiagramHull(ReferenceHull):
+    """The hull of reference energies as the analysis reads it: pymatgen's own query.
 
-    if isinstance(obj, Atoms):
-        return Composition(obj.get_chemical_formula())
-    if hasattr(obj, "composition"):
-        return obj.composition
-    return Composition(obj)
-
-
-class PhaseDiagramHull:
-    """A convex hull of reference energies, backed by pymatgen's ``PhaseDiagram``.
-
-    Entries containing an element without an elemental (terminal) entry cannot be
-    placed on a phase diagram; they are left out (counted in ``n_dropped``) and the
-    structures made of such elements are later reported as outside the hull.
+    A :class:`~aseguide.thermo.ReferenceHull` that leaves out, instead of refusing,
+    the entries containing an element without an elemental (terminal) entry (counted in
+    ``n_dropped``; the structures made of such elements are later reported as outside
+    the hull), orders the phase diagram's elements as pymatgen does, and answers
+    :meth:`e_above_hull` with ``PhaseDiagram.get_e_above_hull`` (negative below the hull).
 
     Parameters
     ----------
-    entries:
+    entries : iterable of PDEntry
         pymatgen ``PDEntry``/``ComputedEntry`` objects (total energies).
+    chemical_system, is_formation, name
+        As for :class:`~aseguide.thermo.ReferenceHull`.
 
-    Example
-    -------
+    Examples
+    --------
     >>> hull = PhaseDiagramHull.from_energies({"Cu": -1.0, "Au": -2.0})
     >>> round(hull.e_above_hull("CuAu", -1.6), 6)   # hull at -1.5 eV/atom
     -0.1
@@ -79,55 +78,79 @@ class PhaseDiagramHull:
     0.25
     """
 
-    def __init__(self, entries: Iterable) -> None:
-        from pymatgen.analysis.phase_diagram import PhaseDiagram
-
+    def __init__(
+        self, entries: Iterable, chemical_system: str | Iterable[str] | None = None, *,
+        is_formation: bool = False, name: str = "",
+    ) -> None:
         entries = list(entries)
         terminal = {str(e.composition.elements[0]) for e in entries if e.composition.is_element}
-        self.entries = [e for e in entries if {str(x) for x in e.composition.elements} <= terminal]
-        self.n_dropped = len(entries) - len(self.entries)
-        if not self.entries:
+        kept = [e for e in entries if {str(x) for x in e.composition.elements} <= terminal]
+        if not kept:
             raise ValueError(f"no usable reference entries for the hull ({len(entries)} given, none of them "
                              "with elemental entries for all its elements)")
-        self.phase_diagram = PhaseDiagram(self.entries)
-        self.elements = {str(e) for e in self.phase_diagram.elements}
+        super().__init__(kept, chemical_system, is_formation=is_formation, name=name)
+        self.n_dropped = len(entries) - len(kept)
+
+    @staticmethod
+    def _phase_diagram(entries: list, elements: tuple[str, ...]) -> PhaseDiagram:
+        return PhaseDiagram(entries)
 
     @classmethod
     def from_energies(cls, energies: dict[str, float] | Iterable[tuple[str, float]]) -> PhaseDiagramHull:
-        """Hull from ``formula -> energy per atom`` (eV/atom); several rows per formula allowed."""
-        from pymatgen.analysis.phase_diagram import PDEntry
+        """Hull from ``formula -> energy per atom`` (eV/atom); several rows per formula allowed.
 
+        Parameters
+        ----------
+        energies : dict or iterable of (str, float)
+            Formulas and their energies per atom.
+
+        Returns
+        -------
+        PhaseDiagramHull
+        """
         items = energies.items() if isinstance(energies, dict) else energies
-        entries = []
-        for formula, e in items:
-            comp = _composition(formula)
-            entries.append(PDEntry(comp, float(e) * comp.num_atoms))
-        return cls(entries)
+        return cls(_per_atom_entry(formula, e) for formula, e in items)
 
     @classmethod
     def from_structures(cls, structures: Sequence[Atoms], energies_per_atom: Sequence[float]) -> PhaseDiagramHull:
-        """Hull from structures and their energies per atom (non-finite energies skipped)."""
-        from pymatgen.analysis.phase_diagram import PDEntry
+        """Hull from structures and their energies per atom (non-finite energies skipped).
 
-        entries = []
-        for atoms, e in zip(structures, energies_per_atom):
-            if e is not None and math.isfinite(float(e)):
-                comp = _composition(atoms)
-                entries.append(PDEntry(comp, float(e) * comp.num_atoms))
-        return cls(entries)
+        Parameters
+        ----------
+        structures : sequence of ase.Atoms
+            The references.
+        energies_per_atom : sequence of float
+            Their energies (eV/atom).
+
+        Returns
+        -------
+        PhaseDiagramHull
+        """
+        return cls(_per_atom_entry(atoms, e) for atoms, e in zip(structures, energies_per_atom)
+                   if e is not None and math.isfinite(float(e)))
 
     def e_above_hull(self, composition_or_atoms: Any, energy_per_atom: float) -> float:
         """Energy per atom above the hull at that composition (negative below it).
+
+        Parameters
+        ----------
+        composition_or_atoms : str, Composition, ase.Atoms or Structure
+            The composition.
+        energy_per_atom : float
+            Its energy (eV/atom).
+
+        Returns
+        -------
+        float
+            eV/atom.
 
         Raises
         ------
         ValueError
             If the composition has an element the hull does not cover (named).
         """
-        from pymatgen.analysis.phase_diagram import PDEntry
-
-        comp = _composition(composition_or_atoms)
-        missing = sorted({str(e) for e in comp.elements} - self.elements)
+        comp = as_composition(composition_or_atoms)
+        missing = sorted({str(e) for e in comp.elements} - set(self.elements))
         if missing:
             raise ValueError(f"element(s) {missing} of {comp.reduced_formula} are not in the reference hull "
                              f"(elements: {sorted(self.elements)})")
@@ -135,83 +158,9 @@ class PhaseDiagramHull:
         return float(self.phase_diagram.get_e_above_hull(entry, allow_negative=True))
 
 
-def compute_energies(
-    structures: Sequence[Atoms],
-    calculator: Any,
-    relax: bool = False,
-    fmax: float = 0.05,
-    steps: int = 200,
-    optimizer: Callable | None = None,
-    progress: Callable[[int, int], None] | None = None,
-    cell_filter: Callable | str | None = "frechet",
-) -> np.ndarray:
-    """Potential energy per atom (eV/atom) of each structure (pipeline step 6).
-
-    The structures are not modified: each is copied, given ``calculator`` and, when
-    ``relax`` is set, relaxed (positions and cell, ``FrechetCellFilter``). A failure
-    gives ``nan`` for that structure with a warning naming it. They are evaluated
-    largest first (fewer recompilations for GRACE), the results in the input order.
-
-    Parameters
-    ----------
-    structures:
-        Crystals.
-    calculator:
-        An ASE calculator, or a factory called with no argument returning one.
-    relax:
-        Relax before taking the energy (off by default, as in the paper: relaxation
-        would undo geometric constraints).
-    fmax, steps:
-        Relaxation convergence (eV/Å) and step limit.
-    optimizer:
-        ASE optimizer class for the relaxation (default ``ase.optimize.FIRE``).
-    cell_filter:
-        ``"frechet"`` (``ase.filters.FrechetCellFilter``, default), another ASE
-        filter class (e.g. ``ase.filters.UnitCellFilter``), or ``None`` to relax the
-        positions only.
-    progress:
-        Called as ``progress(done, total)`` after each structure.
-
-    Returns
-    -------
-    numpy.ndarray
-        Energy per atom, ``nan`` where the calculation failed.
-
-    Example
-    -------
-    >>> from ase.build import bulk
-    >>> from ase.calculators.emt import EMT
-    >>> round(float(compute_energies([bulk("Cu", "fcc", a=3.6)], EMT())[0]), 4)
-    -0.0067
-    """
-    if calculator is None:
-        raise ValueError("calculator is None: give an ASE calculator")
-    is_factory = isinstance(calculator, type) or (callable(calculator) and not hasattr(calculator, "calculate"))
-    calc = calculator() if is_factory else calculator
-    out = np.full(len(structures), np.nan)
-    # largest first: a calculator that compiles one kernel per input shape (GRACE's XLA
-    # models) compiles the widest shape once and reuses it (padded) for the smaller ones
-    order = sorted(range(len(structures)), key=lambda i: -len(structures[i]))
-    for done, k in enumerate(order, start=1):
-        atoms = structures[k]
-        work = atoms.copy()
-        work.calc = calc
-        try:
-            if relax:
-                from ase.filters import FrechetCellFilter
-                from ase.optimize import FIRE
-
-                opt_cls = optimizer or FIRE
-                flt = FrechetCellFilter if cell_filter == "frechet" else cell_filter
-                target = work if flt is None else flt(work)
-                opt_cls(target, logfile=None).run(fmax=fmax, steps=steps)
-            out[k] = float(work.get_potential_energy()) / len(work)
-        except Exception as exc:  # noqa: BLE001 - one failure must not stop the batch
-            warnings.warn(f"energy of structure {k} ({atoms.info.get('source', atoms.get_chemical_formula())}) "
-                          f"failed: {type(exc).__name__}: {exc}", stacklevel=2)
-        if progress is not None:
-            progress(done, len(structures))
-    return out
+def _per_atom_entry(composition_or_atoms: Any, energy_per_atom: float) -> PDEntry:
+    comp = as_composition(composition_or_atoms)
+    return PDEntry(comp, float(energy_per_atom) * comp.num_atoms)
 
 
 def stored_energies(structures: Sequence[Atoms], key: str = "energy_per_atom") -> np.ndarray:

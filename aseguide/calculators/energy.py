@@ -19,9 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from aseguide.calculators.guidance import GuidanceCalculator
-from aseguide.constraints.energy import EnergyAboveHull as EnergyAboveHullObjective
+from aseguide.constraints import energy as objectives
 
-__all__ = ["EnergyAboveHull", "EnergyAboveHullObjective"]
+__all__ = ["EnergyAboveHull"]
 
 
 class EnergyAboveHull(GuidanceCalculator):
@@ -57,5 +57,5 @@ class EnergyAboveHull(GuidanceCalculator):
 
     def __init__(self, calculator: Any, hull: Any, target: Any = None, **kwargs: Any) -> None:
         objective_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in self._objective_keys}
-        objective = EnergyAboveHullObjective(calculator, hull, target, **objective_kwargs)
+        objective = objectives.EnergyAboveHull(calculator, hull, target, **objective_kwargs)
         super().__init__(objective, **kwargs)

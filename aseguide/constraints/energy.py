@@ -16,7 +16,7 @@ gradient, and ``nan`` as descriptor; the rest of the batch is unaffected.
 
 Example
 -------
->>> from aseguide.calculators import ReferenceHull
+>>> from aseguide.thermo import ReferenceHull
 >>> from aseguide.constraints import EnergyAboveHull
 >>> hull = ReferenceHull.from_table("mattergenbis_vb_LiCoO.csv", "total")     # doctest: +SKIP
 >>> objective = EnergyAboveHull("chgnet", hull, target=(None, 0.1))             # doctest: +SKIP
@@ -26,7 +26,7 @@ Example
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,11 +39,9 @@ from aseguide.constraints.base import (
     objective_from_dict,
     penalty,
 )
+from aseguide.potentials import BatchedPotential, canonical_name, get_potential
 from aseguide.state import CrystalBatch
-
-if TYPE_CHECKING:  # pragma: no cover - no import of aseguide.calculators at run time here (cycle)
-    from aseguide.calculators.hull import ReferenceHull
-    from aseguide.calculators.potentials import BatchedPotential
+from aseguide.thermo import ReferenceHull
 
 __all__ = ["EnergyAboveHull"]
 
@@ -102,13 +100,13 @@ class EnergyAboveHull(Objective):
     ----------
     calculator:
         The potential: a name (``"mattersim"``, ``"chgnet"``, ``"sevenn"``), an ASE
-        calculator, or a :class:`~aseguide.calculators.potentials.BatchedPotential`.
+        calculator, or a :class:`~aseguide.potentials.BatchedPotential`.
         Not GRACE (``"grace"``): it runs on TensorFlow, whose gradients do not flow into
         torch; GRACE validates (``aseguide analyze --calculator grace``).
         Loaded once, at first use (a name given here is loaded lazily, so reading a
         trajectory that carries this restraint does not load a model).
     hull:
-        An absolute-energy :class:`~aseguide.calculators.ReferenceHull` (or its
+        An absolute-energy :class:`~aseguide.thermo.ReferenceHull` (or its
         ``todict()``), on the same energy scale as the potential.
     target:
         ``None``: the loss is the energy above hull itself (lower is better, may be
@@ -142,7 +140,7 @@ class EnergyAboveHull(Objective):
     >>> from ase.calculators.emt import EMT
     >>> from ase.build import bulk
     >>> from pymatgen.analysis.phase_diagram import PDEntry
-    >>> from aseguide.calculators import ReferenceHull
+    >>> from aseguide.thermo import ReferenceHull
     >>> hull = ReferenceHull([PDEntry("Cu", 0.0)])       # EMT's Cu reference is ~0 eV/atom
     >>> objective = EnergyAboveHull(EMT(), hull, scale=None)
     >>> round(float(objective.descriptor(bulk("Cu", a=3.7))[0]), 4)
@@ -163,9 +161,6 @@ class EnergyAboveHull(Objective):
         strength: float = 1.0,
         tolerance: float | None = None,
     ) -> None:
-        from aseguide.calculators.hull import ReferenceHull
-        from aseguide.calculators.potentials import BatchedPotential
-
         if tolerance is None:
             tolerance = 0.1 if target is None else 0.0
         super().__init__(strength=strength, tolerance=tolerance)
@@ -190,9 +185,7 @@ class EnergyAboveHull(Objective):
         self._potential: BatchedPotential | None = None
         self._spec: str | None = None
         if isinstance(calculator, str):
-            from aseguide.calculators.potentials import _canonical
-
-            self._spec = _canonical(calculator)
+            self._spec = canonical_name(calculator)
             if self._spec == "grace":
                 raise ValueError(GRACE_GUIDANCE_ERROR)
         elif calculator is not None:
@@ -200,8 +193,6 @@ class EnergyAboveHull(Objective):
                 raise ValueError(GRACE_GUIDANCE_ERROR)
             if self.calculator_kwargs:
                 raise ValueError("calculator_kwargs only apply to a potential given by name")
-            from aseguide.calculators.potentials import get_potential
-
             # an object given here cannot be rebuilt from todict(): a rebuilt copy needs
             # its potential set again (copy() shares it)
             self._potential = calculator if isinstance(calculator, BatchedPotential) else get_potential(calculator)
@@ -216,15 +207,11 @@ class EnergyAboveHull(Objective):
                     "this EnergyAboveHull has no potential (rebuilt from a description without one): "
                     "set objective.potential = aseguide.calculators.get_potential(...)"
                 )
-            from aseguide.calculators.potentials import get_potential
-
             self._potential = get_potential(self._spec, **self.calculator_kwargs)
         return self._potential
 
     @potential.setter
     def potential(self, value: Any) -> None:
-        from aseguide.calculators.potentials import get_potential
-
         if _is_grace(value):
             raise ValueError(GRACE_GUIDANCE_ERROR)
         self._potential = get_potential(value)

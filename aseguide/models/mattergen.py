@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from aseguide.composition import normalize_chemical_system  # noqa: F401  (its old place, re-exported)
 from aseguide.models._mattergen_compat import prepare_mattergen
 from aseguide.models.base import SamplingSession, ScoreBackend, Scores
 from aseguide.models.conditions import check_conditions, describe_accepted
@@ -333,26 +334,6 @@ class MatterGenModel(ScoreBackend):
         """A :class:`MatterGenSession`; ``precision`` is a policy of :mod:`aseguide.precision`."""
         return MatterGenSession(self, num_atoms, steps, conditions=conditions,
                                 guidance_factor=guidance_factor, device=device, precision=precision)
-
-
-def normalize_chemical_system(value: str | list[str] | tuple[str, ...]) -> list[str]:
-    """``"Li-Co-O"`` or ``["Li", "Co", "O"]`` → ``["Li", "Co", "O"]``, checking the elements.
-
-    Raises
-    ------
-    ValueError
-        Empty system or unknown element (named).
-    """
-    if isinstance(value, str):
-        elements = [e.strip() for e in value.replace(",", "-").split("-") if e.strip()]
-    else:
-        elements = [str(e).strip() for e in value]
-    if not elements:
-        raise ValueError(f"empty chemical system {value!r}")
-    symbols_to_numbers(elements)
-    if len(set(elements)) != len(elements):
-        raise ValueError(f"chemical system {value!r} repeats an element")
-    return elements
 
 
 @contextlib.contextmanager

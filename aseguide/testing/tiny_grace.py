@@ -115,7 +115,7 @@ def make_tiny_grace(
     >>> folder = make_tiny_grace(tmp_path / "grace", frames)                          # doctest: +SKIP
     >>> calc = get_calculator("grace", model=folder)                                  # doctest: +SKIP
     """
-    from aseguide.calculators.potentials import _import_tensorpotential
+    from aseguide.potentials.grace import _import_tensorpotential
 
     _import_tensorpotential()
     import tensorflow as tf
