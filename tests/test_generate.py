@@ -172,7 +172,7 @@ def test_printed_time_includes_model_loading(tmp_path, tiny_model, monkeypatch, 
     import re
     import time
 
-    import aseguide.generate as generate_module
+    import aseguide.runs.generate as generate_module
 
     def slow_load(config):
         time.sleep(0.5)

@@ -19,7 +19,7 @@ import sys
 import pytest
 from ase.io import read
 
-import aseguide.generate as generate_module
+import aseguide.runs.generate as generate_module
 from aseguide.cli import main
 from aseguide.generate import GenerateConfig, generate
 

@@ -23,7 +23,7 @@ Fields are named as in :mod:`aseguide.models.base`: ``"positions"`` is ``batch.f
 Example
 -------
 >>> import torch
->>> from aseguide.guidance import normalize_gradient
+>>> from aseguide.sampling.guidance import normalize_gradient
 >>> g = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
 >>> normalize_gradient(g, index=torch.tensor([0, 0, 1]), n_structures=2)
 tensor([[0.6000, 0.8000, 0.0000],

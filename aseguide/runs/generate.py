@@ -1,7 +1,7 @@
 """Guided generation runs: a validated configuration, batch-by-batch output, resume.
 
 :func:`generate` draws ``num_structures`` crystals in batches with
-:class:`~aseguide.optimize.GuidedDiffusion` and writes each finished batch at once into
+:class:`~aseguide.sampling.dynamics.GuidedDiffusion` and writes each finished batch at once into
 the output folder, so an interrupted run keeps everything already generated and
 ``resume=True`` continues where it stopped:
 
@@ -33,7 +33,7 @@ are already done is refused. All files follow the umask.
 
 Example
 -------
->>> from aseguide.generate import GenerateConfig
+>>> from aseguide.runs.generate import GenerateConfig
 >>> config = GenerateConfig.from_dict({"model": "tiny-random", "num_structures": 4,
 ...                                    "batch_size": 2, "num_atoms": 4, "steps": 3,
 ...                                    "objectives": [{"type": "VolumePerAtom", "target": 12.0}]})
@@ -63,7 +63,7 @@ __all__ = ["GenerateConfig", "generate", "build_objective", "GUIDANCE_KEYS", "Ru
 
 logger = logging.getLogger(__name__)
 
-#: Keys of the ``guidance`` section, passed to :class:`~aseguide.optimize.GuidedDiffusion`.
+#: Keys of the ``guidance`` section, passed to :class:`~aseguide.sampling.dynamics.GuidedDiffusion`.
 GUIDANCE_KEYS = (
     "forward_strength", "backward_strength", "backward_steps", "recurrence", "normalize", "start",
     "every", "forward_schedule", "backward_schedule", "fields",
@@ -107,7 +107,7 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
         :mod:`aseguide.constraints`; several are combined with ``combine`` (``norm``,
         ``weights``). Empty: unguided sampling.
     guidance:
-        Keyword arguments of :class:`~aseguide.optimize.GuidedDiffusion` (see
+        Keyword arguments of :class:`~aseguide.sampling.dynamics.GuidedDiffusion` (see
         :data:`GUIDANCE_KEYS`).
     output:
         The output folder.
@@ -457,7 +457,7 @@ def auto_batch_size(model, config: GenerateConfig, objective=None) -> int:
     """
     import torch
 
-    from aseguide.optimize import GuidedDiffusion
+    from aseguide.sampling.dynamics import GuidedDiffusion
 
     device = torch.device(config.device) if config.device else torch.device(getattr(model, "device", "cpu"))
     if device.type != "cuda":
@@ -514,7 +514,7 @@ def generate(
     """
     from ase.io import write
 
-    from aseguide.optimize import GuidedDiffusion
+    from aseguide.sampling.dynamics import GuidedDiffusion
 
     begin = time.perf_counter()
     output = Path(config.output)

@@ -9,7 +9,7 @@ Example
 -------
 >>> import torch
 >>> from aseguide.models.analytic import GaussianBackend
->>> from aseguide.optimize import GuidedDiffusion
+>>> from aseguide.sampling.dynamics import GuidedDiffusion
 >>> class Trace:                                     # any objective with loss(batch) -> (S,)
 ...     def loss(self, batch):
 ...         return (batch.cell.diagonal(dim1=-2, dim2=-1).sum(-1) - 13.0).abs()
@@ -35,10 +35,16 @@ import numpy as np
 import torch
 from ase.optimize.optimize import BaseDynamics
 
-from aseguide.guidance import DEFAULT_FLOOR, SCHEDULES, diffusion_step, is_guided_step, schedule_weight
-from aseguide.io import FrameWriter, write_structures
 from aseguide.models.base import CONTINUOUS_FIELDS, ScoreBackend
 from aseguide.precision import check_precision
+from aseguide.sampling.guidance import (
+    DEFAULT_FLOOR,
+    SCHEDULES,
+    diffusion_step,
+    is_guided_step,
+    schedule_weight,
+)
+from aseguide.sampling.writers import FrameWriter, write_structures
 from aseguide.state import CrystalBatch
 
 __all__ = ["GuidedDiffusion", "sample_num_atoms"]
@@ -485,7 +491,7 @@ class GuidedDiffusion(BaseDynamics):
 
         A writer — an object with a ``write`` method (e.g. an open
         ``ase.io.Trajectory``), or the ``write`` method of an ``ase.io.Trajectory`` /
-        :class:`~aseguide.io.FrameWriter` given without arguments (the ASE idiom
+        :class:`~aseguide.sampling.writers.FrameWriter` given without arguments (the ASE idiom
         ``dyn.attach(traj.write, interval=n)``) — instead receives every structure of
         the current batch (kind ``trajectory_kind``, with the ``atoms.info`` of
         :meth:`current_atoms`).

@@ -5,7 +5,7 @@ Example
 >>> import os, tempfile
 >>> import ase.io
 >>> from ase.build import bulk
->>> from aseguide.io import write_structures
+>>> from aseguide.sampling.writers import write_structures
 >>> path = os.path.join(tempfile.mkdtemp(), "out.extxyz")
 >>> write_structures(path, [bulk("Si"), bulk("C", "diamond", a=3.57)])
 2

@@ -1,0 +1,12 @@
+"""Guided sampling: the guidance settings, the pure guidance math and the ``GuidedDiffusion`` dynamics.
+
+Example
+-------
+>>> from aseguide.sampling import GuidedDiffusion
+>>> GuidedDiffusion.__name__
+'GuidedDiffusion'
+"""
+
+from aseguide.sampling.dynamics import GuidedDiffusion, sample_num_atoms
+
+__all__ = ["GuidedDiffusion", "sample_num_atoms"]
