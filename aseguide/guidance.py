@@ -1,0 +1,43 @@
+"""Compatibility path: the guidance math now live in :mod:`aseguide.sampling.guidance`."""
+
+from aseguide.sampling.guidance import (  # noqa: F401
+    DEFAULT_FLOOR,
+    SCHEDULES,
+    StepResult,
+    backward_guidance,
+    descend_x0,
+    diffusion_step,
+    field_index,
+    forward_guidance,
+    get_field,
+    guided_score,
+    is_guided_step,
+    normalize_gradient,
+    objective_gradients,
+    schedule_weight,
+    shift_scores,
+    structure_finite,
+    structure_norm,
+    with_fields,
+)
+
+__all__ = [
+    "DEFAULT_FLOOR",
+    "SCHEDULES",
+    "StepResult",
+    "backward_guidance",
+    "descend_x0",
+    "diffusion_step",
+    "field_index",
+    "forward_guidance",
+    "get_field",
+    "guided_score",
+    "is_guided_step",
+    "normalize_gradient",
+    "objective_gradients",
+    "schedule_weight",
+    "shift_scores",
+    "structure_finite",
+    "structure_norm",
+    "with_fields",
+]
