@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -37,13 +36,8 @@ from ase.optimize.optimize import BaseDynamics
 
 from aseguide.models.base import CONTINUOUS_FIELDS, ScoreBackend
 from aseguide.precision import check_precision
-from aseguide.sampling.guidance import (
-    DEFAULT_FLOOR,
-    SCHEDULES,
-    diffusion_step,
-    is_guided_step,
-    schedule_weight,
-)
+from aseguide.sampling.guidance import diffusion_step
+from aseguide.sampling.settings import GUIDANCE_KEYS, GuidanceSettings, _integer, _number
 from aseguide.sampling.writers import FrameWriter, write_structures
 from aseguide.state import CrystalBatch
 
@@ -119,30 +113,6 @@ def _check_max_atoms(largest: int, max_atoms: int | None) -> None:
         )
 
 
-def _number(name: str, value, *, low: float = 0.0, high: float = math.inf) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not (low <= v <= high):
-        raise ValueError(f"{name} must be in [{low}, {high}], got {value!r}")
-    return v
-
-
-def _integer(name: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
-
-
-def _schedule(name: str, value) -> str | Callable:
-    if callable(value):
-        return value
-    if value not in SCHEDULES:
-        raise ValueError(f"{name} must be one of {sorted(SCHEDULES)} or a callable of t, got {value!r}")
-    return value
-
-
 def _accepts_keyword(function: Callable, name: str) -> bool:
     """Whether ``function`` takes a keyword argument ``name`` (explicitly or through ``**kwargs``)."""
     try:
@@ -151,6 +121,27 @@ def _accepts_keyword(function: Callable, name: str) -> bool:
         return False
     return any(p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
                or p.kind == p.VAR_KEYWORD for p in parameters)
+
+
+def _guidance_settings(settings: GuidanceSettings | None, keywords: dict[str, Any]) -> GuidanceSettings:
+    """``settings``, or the settings built from the keywords given (not ``None``)."""
+    given = {name: value for name, value in keywords.items() if value is not None}
+    if settings is None:
+        return GuidanceSettings(**given)
+    if not isinstance(settings, GuidanceSettings):
+        raise ValueError(f"settings must be a GuidanceSettings, got {type(settings).__name__}")
+    if given:
+        raise ValueError(f"give the guidance settings either as settings= or as keywords, not both: {sorted(given)}")
+    return settings
+
+
+def _check_fields(model: ScoreBackend, objective, fields: tuple[str, ...]) -> None:
+    """Refuse guided fields the model does not diffuse, and an objective with nothing to guide."""
+    for f in fields:
+        if f not in model.fields:
+            raise ValueError(f"cannot guide field {f!r}: {type(model).__name__} diffuses {model.fields}")
+    if objective is not None and not fields:
+        raise ValueError(f"fields is empty: name at least one of {CONTINUOUS_FIELDS} to guide")
 
 
 def _check_conditions(model: ScoreBackend, conditions: dict[str, Any]) -> dict[str, Any]:
@@ -241,30 +232,36 @@ class GuidedDiffusion(BaseDynamics):
     loginterval:
         Log and trajectory interval in steps.
     forward_strength, backward_strength:
-        ``g`` and ``k``; with ``normalize`` these are step lengths (fractional units for
-        positions, Å for the lattice).
+        ``g`` and ``k`` (default 0.01 each); with ``normalize`` these are step lengths
+        (fractional units for positions, Å for the lattice).
     backward_steps:
-        ``m``, gradient steps on ``x̂0`` per pass.
+        ``m``, gradient steps on ``x̂0`` per pass (default 2).
     recurrence:
-        ``K``, passes per guided step (1 = no self-recurrence).
+        ``K``, passes per guided step (default 3; 1 = no self-recurrence).
     normalize:
-        Normalise gradients per structure and per field.
+        Normalise gradients per structure and per field (default ``True``).
     start:
         Fraction of the trajectory before guidance begins: guidance acts only at
         diffusion times ``t < 1 - start`` (``t``: 1 = noise, 0 = data). The default 0.1
         is the authors' setting, guidance for ``t < 0.9``.
     every:
-        Guidance acts only on steps whose index is a multiple of ``every``.
+        Guidance acts only on steps whose index is a multiple of ``every`` (default 1).
     forward_schedule, backward_schedule:
-        ``"constant"``, ``"increasing"`` (``2 (1 - t)``), ``"decreasing"`` (``2 t``) or a
-        callable of ``t``: multiplier of the strength.
+        ``"constant"`` (default), ``"increasing"`` (``2 (1 - t)``), ``"decreasing"``
+        (``2 t``) or a callable of ``t``: multiplier of the strength.
     fields:
-        Guided fields, among ``("positions", "lattice")``.
+        Guided fields, among ``("positions", "lattice")`` (default both).
+    floor:
+        Gradient-norm floor of the normalisation (default
+        :data:`~aseguide.sampling.settings.DEFAULT_FLOOR`).
+    settings:
+        All the guidance settings above as one
+        :class:`~aseguide.sampling.settings.GuidanceSettings`, instead of the keywords
+        (giving both is an error). The keywords left ``None`` take the defaults of
+        :class:`~aseguide.sampling.settings.GuidanceSettings`.
     guidance_factor:
         Classifier-free guidance factor (MatterGen's ``diffusion_guidance_factor``);
         ``None``: 2.0 when any condition is given, else 1.0.
-    floor:
-        Gradient-norm floor of the normalisation.
     precision:
         Precision policy of the network (``"mixed"``, ``"fp32"``, ``"bf16"``; see
         :mod:`aseguide.precision`), passed to ``model.session`` when the backend accepts a
@@ -294,19 +291,20 @@ class GuidedDiffusion(BaseDynamics):
         trajectory_kind: str = "x0",
         logfile=None,
         loginterval: int = 1,
-        forward_strength: float = 0.01,
-        backward_strength: float = 0.01,
-        backward_steps: int = 2,
-        recurrence: int = 3,
-        normalize: bool = True,
-        start: float = 0.1,
-        every: int = 1,
-        forward_schedule: str | Callable[[float], float] = "constant",
-        backward_schedule: str | Callable[[float], float] = "constant",
-        fields: Sequence[str] = CONTINUOUS_FIELDS,
+        forward_strength: float | None = None,
+        backward_strength: float | None = None,
+        backward_steps: int | None = None,
+        recurrence: int | None = None,
+        normalize: bool | None = None,
+        start: float | None = None,
+        every: int | None = None,
+        forward_schedule: str | Callable[[float], float] | None = None,
+        backward_schedule: str | Callable[[float], float] | None = None,
+        fields: Sequence[str] | None = None,
         guidance_factor: float | None = None,
-        floor: float = DEFAULT_FLOOR,
+        floor: float | None = None,
         precision: str | None = None,
+        settings: GuidanceSettings | None = None,
         **conditions: Any,
     ) -> None:
         if not isinstance(model, ScoreBackend):
@@ -319,31 +317,15 @@ class GuidedDiffusion(BaseDynamics):
         self.steps = _integer("steps", model.default_steps if steps is None else steps, 1)
         self.seed = _integer("seed", seed, 0)
         self.loginterval = _integer("loginterval", loginterval, 1)
-        self.forward_strength = _number("forward_strength", forward_strength)
-        self.backward_strength = _number("backward_strength", backward_strength)
-        self.backward_steps = _integer("backward_steps", backward_steps, 0)
-        self.recurrence = _integer("recurrence", recurrence, 1)
-        self.normalize = bool(normalize)
-        self.start = _number("start", start, high=1.0)
-        self.every = _integer("every", every, 1)
-        self.floor = _number("floor", floor)
-        if self.floor <= 0:
-            raise ValueError(f"floor must be > 0 (zero gradients would become NaN), got {floor!r}")
-        self.forward_schedule = _schedule("forward_schedule", forward_schedule)
-        self.backward_schedule = _schedule("backward_schedule", backward_schedule)
+        keywords = dict(forward_strength=forward_strength, backward_strength=backward_strength,
+                        backward_steps=backward_steps, recurrence=recurrence, normalize=normalize, start=start,
+                        every=every, forward_schedule=forward_schedule, backward_schedule=backward_schedule,
+                        fields=fields, floor=floor)
+        self.settings = _guidance_settings(settings, keywords)
         if trajectory_kind not in _KINDS:
             raise ValueError(f"trajectory_kind must be one of {_KINDS}, got {trajectory_kind!r}")
         self.trajectory_kind = trajectory_kind
-        if isinstance(fields, str):
-            fields = (fields,)
-        self.fields = tuple(fields)
-        for f in self.fields:
-            if f not in CONTINUOUS_FIELDS:
-                raise ValueError(f"cannot guide field {f!r}: guidable fields are {CONTINUOUS_FIELDS}")
-            if f not in model.fields:
-                raise ValueError(f"cannot guide field {f!r}: {type(model).__name__} diffuses {model.fields}")
-        if objective is not None and not self.fields:
-            raise ValueError(f"fields is empty: name at least one of {CONTINUOUS_FIELDS} to guide")
+        _check_fields(model, objective, self.settings.fields)
         conditions = _check_conditions(model, {"chemical_system": chemical_system, **conditions})
         self.chemical_system = conditions.get("chemical_system")
         self.conditions = conditions
@@ -418,13 +400,15 @@ class GuidedDiffusion(BaseDynamics):
 
     def strengths(self, step: int) -> tuple[float, float]:
         """``(g_t, k_t)`` at step index ``step`` (zero where guidance does not act)."""
-        t = self._times_cpu[step]
-        if self.objective is None or not is_guided_step(t, step, self.start, self.every):
+        if self.objective is None:
             return 0.0, 0.0
-        g = self.forward_strength * schedule_weight(self.forward_schedule, t) if self.forward_strength else 0.0
-        k = self.backward_strength * schedule_weight(self.backward_schedule, t) \
-            if self.backward_strength and self.backward_steps else 0.0
-        return g, k
+        return self.settings.strengths(self._times_cpu[step], step)
+
+    def __getattr__(self, name: str) -> Any:
+        # the guidance settings read as attributes of the dynamics (opt.recurrence, ...)
+        if name in GUIDANCE_KEYS and "settings" in self.__dict__:
+            return getattr(self.settings, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # ------------------------------------------------------------------ dynamics
     def step(self) -> None:
@@ -439,11 +423,7 @@ class GuidedDiffusion(BaseDynamics):
         with torch.random.fork_rng(devices=self._rng_devs):
             self._set_rng(self._rng)
             if self._guided:
-                result = diffusion_step(
-                    self.session, self._x, t, self.objective,
-                    forward_strength=g, backward_strength=k, backward_steps=self.backward_steps,
-                    recurrence=self.recurrence, fields=self.fields, normalize=self.normalize, floor=self.floor,
-                )
+                result = diffusion_step(self.session, self._x, t, self.objective, self.settings.at(self._times_cpu[i], i))
             else:
                 result = diffusion_step(self.session, self._x, t)
             self._rng = self._get_rng()
@@ -652,9 +632,8 @@ class GuidedDiffusion(BaseDynamics):
 
     def todict(self) -> dict[str, Any]:
         """ASE-style description of the dynamics and all its settings."""
-        def sched(s):
-            return s if isinstance(s, str) else getattr(s, "__name__", repr(s))
-
+        guidance = self.settings.todict()
+        floor = guidance.pop("floor")
         objective = self.objective
         if objective is not None:
             objective = objective.todict() if callable(getattr(objective, "todict", None)) else type(objective).__name__
@@ -667,9 +646,6 @@ class GuidedDiffusion(BaseDynamics):
             "type": "diffusion", "diffusion-type": "GuidedDiffusion", "model": model, "objective": objective,
             "batch_size": self.batch_size, "num_atoms": request, "chemical_system": self.chemical_system,
             "conditions": dict(self.conditions),
-            "steps": self.steps, "seed": self.seed, "forward_strength": self.forward_strength,
-            "backward_strength": self.backward_strength, "backward_steps": self.backward_steps,
-            "recurrence": self.recurrence, "normalize": self.normalize, "start": self.start, "every": self.every,
-            "forward_schedule": sched(self.forward_schedule), "backward_schedule": sched(self.backward_schedule),
-            "fields": list(self.fields), "guidance_factor": self.guidance_factor, "floor": self.floor,
+            "steps": self.steps, "seed": self.seed, **guidance,
+            "guidance_factor": self.guidance_factor, "floor": floor,
         }

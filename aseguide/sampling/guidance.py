@@ -14,14 +14,17 @@ Small pure, batched functions that turn a :class:`~aseguide.models.base.Sampling
 * :func:`diffusion_step` — one timestep: corrector, then ``K`` passes of
   score -> forward -> backward -> predictor, re-noising between passes with the exact
   kernel (self-recurrence); without guidance it is exactly the base predictor-corrector;
-* :func:`schedule_weight`, :func:`is_guided_step` — strength schedules and start/every
-  gating.
+
+Every function takes the settings whole, as one
+:class:`~aseguide.sampling.settings.GuidanceSettings` (strengths, steps, fields,
+normalisation, floor); the strengths it holds are those of the step (see
+:meth:`~aseguide.sampling.settings.GuidanceSettings.at`).
 
 Fields are named as in :mod:`aseguide.models.base`: ``"positions"`` is ``batch.frac``
 (per atom, ``(N, 3)``) and ``"lattice"`` is ``batch.cell`` (per structure, ``(S, 3, 3)``).
 
-Example
--------
+Examples
+--------
 >>> import torch
 >>> from aseguide.sampling.guidance import normalize_gradient
 >>> g = torch.tensor([[3.0, 4.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 2.0]])
@@ -33,17 +36,27 @@ tensor([[0.6000, 0.8000, 0.0000],
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from aseguide.models.base import CONTINUOUS_FIELDS, SamplingSession, Scores
+from aseguide.sampling.settings import (
+    DEFAULT_FLOOR,
+    SCHEDULES,
+    UNGUIDED,
+    GuidanceSettings,
+    is_guided_step,
+    schedule_weight,
+)
 from aseguide.state import CrystalBatch
 
 __all__ = [
     "DEFAULT_FLOOR",
     "SCHEDULES",
+    "UNGUIDED",
+    "GuidanceSettings",
     "StepResult",
     "backward_guidance",
     "descend_x0",
@@ -61,9 +74,6 @@ __all__ = [
     "structure_norm",
     "with_fields",
 ]
-
-#: Norm below which a gradient is divided by the floor instead (zero stays zero).
-DEFAULT_FLOOR = 1e-20
 
 _ATTR = {"positions": "frac", "lattice": "cell"}
 
@@ -269,10 +279,10 @@ def _guard(batch: CrystalBatch, ok: torch.Tensor, leaves: Mapping[str, torch.Ten
     return grads, ok
 
 
-def _direction(grad: torch.Tensor, batch: CrystalBatch, field: str, normalize: bool, floor: float) -> torch.Tensor:
-    if not normalize:
+def _direction(grad: torch.Tensor, batch: CrystalBatch, field: str, settings: GuidanceSettings) -> torch.Tensor:
+    if not settings.normalize:
         return grad
-    return normalize_gradient(grad, field_index(batch, field), batch.n_structures, floor)
+    return normalize_gradient(grad, field_index(batch, field), batch.n_structures, settings.floor)
 
 
 # ---------------------------------------------------------------------- guidance
@@ -281,16 +291,13 @@ def forward_guidance(
     x: CrystalBatch,
     t: torch.Tensor,
     objective,
-    strength: float,
-    *,
-    fields: Sequence[str] = CONTINUOUS_FIELDS,
-    normalize: bool = True,
-    floor: float = DEFAULT_FLOOR,
+    settings: GuidanceSettings,
 ) -> tuple[Scores, torch.Tensor]:
     """Score with forward universal guidance: ``s - g n(grad_{x_t} l(x̂0(x_t)))``.
 
     The gradient flows through the network (the score is computed with autograd on
-    ``x_t``). Returns the detached guided scores and the per-structure ``ok`` mask of
+    ``x_t``). ``g`` is ``settings.forward_strength``; ``settings.fields`` are guided.
+    Returns the detached guided scores and the per-structure ``ok`` mask of
     :func:`objective_gradients` (``False`` = gradient zeroed because not finite).
 
     Example
@@ -303,11 +310,12 @@ def forward_guidance(
     ...         return b.cell.diagonal(dim1=-2, dim2=-1).sum(-1)
     >>> session = GaussianBackend().session(torch.tensor([2, 3]), steps=10)
     >>> x, t = session.prior(), torch.full((2,), 0.5, dtype=torch.float64)
-    >>> s, ok = forward_guidance(session, x, t, Trace(), 0.1, fields=["lattice"])
+    >>> settings = GuidanceSettings(forward_strength=0.1, fields=["lattice"])
+    >>> s, ok = forward_guidance(session, x, t, Trace(), settings)
     >>> bool(ok.all())
     True
     """
-    leaves = {f: get_field(x, f).detach().requires_grad_(True) for f in fields}
+    leaves = {f: get_field(x, f).detach().requires_grad_(True) for f in settings.fields}
     with torch.enable_grad():
         xg = with_fields(x, leaves)
         scores = session.score(xg, t)
@@ -320,23 +328,19 @@ def forward_guidance(
                               allow_unused=True) if outs else [None] * len(leaves)
     scores = scores.detach()
     grads, ok = _guard(x, ok, leaves, raw)
-    changes = {f: scores.get(f) - strength * _direction(g, x, f, normalize, floor) for f, g in grads.items()}
+    changes = {f: scores.get(f) - settings.forward_strength * _direction(g, x, f, settings) for f, g in grads.items()}
     return scores.replace(**changes), ok
 
 
 def descend_x0(
     objective,
     x0: CrystalBatch,
-    strength: float,
-    steps: int,
-    *,
-    fields: Sequence[str] = CONTINUOUS_FIELDS,
-    normalize: bool = True,
-    floor: float = DEFAULT_FLOOR,
+    settings: GuidanceSettings,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """``steps`` of (normalised) gradient descent on the clean estimate ``x0``.
+    """``settings.backward_steps`` of (normalised) gradient descent on the clean estimate ``x0``.
 
-    ``delta <- delta - k n(grad l(x0 + delta))``, starting from ``delta = 0``.
+    ``delta <- delta - k n(grad l(x0 + delta))``, starting from ``delta = 0``, with
+    ``k = settings.backward_strength``.
     Returns ``({field: delta}, ok)`` where ``ok`` is ``False`` for a structure whose loss
     or gradient was not finite at any step (its gradient was zeroed at that step).
 
@@ -347,18 +351,19 @@ def descend_x0(
     ...     def loss(self, b):
     ...         return b.cell.diagonal(dim1=-2, dim2=-1).sum(-1)
     >>> b = CrystalBatch(torch.zeros(1, 3), torch.eye(3)[None], torch.tensor([6]), torch.tensor([1]))
-    >>> delta, ok = descend_x0(Trace(), b, 0.3, 2, fields=["lattice"])
+    >>> settings = GuidanceSettings(backward_strength=0.3, backward_steps=2, fields=["lattice"])
+    >>> delta, ok = descend_x0(Trace(), b, settings)
     >>> round(float(delta["lattice"][0, 0, 0]) * 3 ** 0.5, 6)
     -0.6
     """
-    delta = {f: torch.zeros_like(get_field(x0, f)) for f in fields}
+    delta = {f: torch.zeros_like(get_field(x0, f)) for f in settings.fields}
     ok = torch.ones(x0.n_structures, dtype=torch.bool, device=x0.device)
-    for _ in range(steps):
+    for _ in range(settings.backward_steps):
         moved = with_fields(x0, {f: get_field(x0, f) + d for f, d in delta.items()})
-        _, grads, ok_step = objective_gradients(objective, moved, fields)
+        _, grads, ok_step = objective_gradients(objective, moved, settings.fields)
         ok = ok & ok_step
-        for f in fields:
-            delta[f] = delta[f] - strength * _direction(grads[f], x0, f, normalize, floor)
+        for f in settings.fields:
+            delta[f] = delta[f] - settings.backward_strength * _direction(grads[f], x0, f, settings)
     return delta, ok
 
 
@@ -378,12 +383,7 @@ def backward_guidance(
     t: torch.Tensor,
     scores: Scores,
     objective,
-    strength: float,
-    steps: int,
-    *,
-    fields: Sequence[str] = CONTINUOUS_FIELDS,
-    normalize: bool = True,
-    floor: float = DEFAULT_FLOOR,
+    settings: GuidanceSettings,
 ) -> tuple[Scores, torch.Tensor]:
     """Backward universal guidance: :func:`descend_x0` from ``x̂0(x, scores)``, then :func:`shift_scores`.
 
@@ -399,14 +399,15 @@ def backward_guidance(
     >>> session = GaussianBackend().session(torch.tensor([2]), steps=10)
     >>> x, t = session.prior(), torch.full((1,), 0.5, dtype=torch.float64)
     >>> s = session.score(x, t)
-    >>> s2, ok = backward_guidance(session, x, t, s, Trace(), 0.1, 1, fields=["lattice"])
+    >>> settings = GuidanceSettings(backward_strength=0.1, backward_steps=1, fields=["lattice"])
+    >>> s2, ok = backward_guidance(session, x, t, s, Trace(), settings)
     >>> d = session.tweedie(x, t, s2).cell - session.tweedie(x, t, s).cell
     >>> round(float(d[0, 0, 0]) * 3 ** 0.5, 6)
     -0.1
     """
     with torch.no_grad():
         x0 = session.tweedie(x, t, scores)
-    delta, ok = descend_x0(objective, x0.detach(), strength, steps, fields=fields, normalize=normalize, floor=floor)
+    delta, ok = descend_x0(objective, x0.detach(), settings)
     with torch.no_grad():
         return shift_scores(session, x, t, scores, delta), ok
 
@@ -416,34 +417,30 @@ def guided_score(
     x: CrystalBatch,
     t: torch.Tensor,
     objective=None,
-    *,
-    forward_strength: float = 0.0,
-    backward_strength: float = 0.0,
-    backward_steps: int = 0,
-    fields: Sequence[str] = CONTINUOUS_FIELDS,
-    normalize: bool = True,
-    floor: float = DEFAULT_FLOOR,
+    settings: GuidanceSettings = UNGUIDED,
 ) -> tuple[Scores, torch.Tensor | None]:
     """Score at ``(x, t)`` with forward then backward guidance (each only if active).
 
     Returns ``(scores, ok)``; ``ok`` is ``None`` when no guidance was applied. Without
     guidance this is exactly one ``session.score`` call under ``torch.no_grad``.
+
+    Examples
+    --------
+    >>> from aseguide.models.analytic import GaussianBackend
+    >>> import torch
+    >>> session = GaussianBackend().session(torch.tensor([2]), steps=10)
+    >>> scores, ok = guided_score(session, session.prior(), torch.full((1,), 0.5, dtype=torch.float64))
+    >>> ok is None
+    True
     """
     ok = None
-    forward = objective is not None and forward_strength > 0 and len(fields) > 0
-    backward = objective is not None and backward_strength > 0 and backward_steps > 0 and len(fields) > 0
-    if forward:
-        scores, ok = forward_guidance(
-            session, x, t, objective, forward_strength, fields=fields, normalize=normalize, floor=floor
-        )
+    if objective is not None and settings.forward:
+        scores, ok = forward_guidance(session, x, t, objective, settings)
     else:
         with torch.no_grad():
             scores = session.score(x, t)
-    if backward:
-        scores, ok_b = backward_guidance(
-            session, x, t, scores, objective, backward_strength, backward_steps,
-            fields=fields, normalize=normalize, floor=floor,
-        )
+    if objective is not None and settings.backward:
+        scores, ok_b = backward_guidance(session, x, t, scores, objective, settings)
         ok = ok_b if ok is None else ok & ok_b
     return scores, ok
 
@@ -477,22 +474,16 @@ def diffusion_step(
     x: CrystalBatch,
     t: torch.Tensor,
     objective=None,
-    *,
-    forward_strength: float = 0.0,
-    backward_strength: float = 0.0,
-    backward_steps: int = 0,
-    recurrence: int = 1,
-    fields: Sequence[str] = CONTINUOUS_FIELDS,
-    normalize: bool = True,
-    floor: float = DEFAULT_FLOOR,
+    settings: GuidanceSettings = UNGUIDED,
 ) -> StepResult:
-    """One timestep ``t -> t + dt``: corrector, then ``recurrence`` passes of
+    """One timestep ``t -> t + dt``: corrector, then ``settings.recurrence`` passes of
     score -> forward guidance -> backward guidance -> predictor.
 
     Between passes the proposal is re-noised from ``t + dt`` back to ``t`` with the
     session's exact kernel; the last proposal is kept. With ``objective=None`` (or zero
-    strengths) and ``recurrence=1`` this is exactly the base predictor-corrector step:
-    ``corrector``, ``score`` (no autograd), ``predictor``.
+    strengths) and ``recurrence=1`` (:data:`~aseguide.sampling.settings.UNGUIDED`, the
+    default) this is exactly the base predictor-corrector step: ``corrector``,
+    ``score`` (no autograd), ``predictor``.
 
     Example
     -------
@@ -504,89 +495,17 @@ def diffusion_step(
     >>> diffusion_step(session, x, t).x.frac.shape
     torch.Size([5, 3])
     """
-    if recurrence < 1:
-        raise ValueError(f"recurrence must be >= 1, got {recurrence}")
     with torch.no_grad():
         x = session.corrector(x, t)
     t_next = t + session.dt
     ok = proposal = None
-    for _ in range(recurrence):
+    for _ in range(settings.recurrence):
         if proposal is not None:
             with torch.no_grad():
                 x = session.renoise(proposal, t_next, t)
-        scores, ok_k = guided_score(
-            session, x, t, objective,
-            forward_strength=forward_strength, backward_strength=backward_strength,
-            backward_steps=backward_steps, fields=fields, normalize=normalize, floor=floor,
-        )
+        scores, ok_k = guided_score(session, x, t, objective, settings)
         if ok_k is not None:
             ok = ok_k if ok is None else ok & ok_k
         with torch.no_grad():
             proposal = session.predictor(x, t, scores)
     return StepResult(x=proposal, x_in=x, scores=scores, ok=ok)
-
-
-# ---------------------------------------------------------------------- schedules, gating
-def _increasing(t: float) -> float:
-    return 2.0 * (1.0 - t)
-
-
-def _decreasing(t: float) -> float:
-    return 2.0 * t
-
-
-def _constant(t: float) -> float:
-    return 1.0
-
-
-#: Named strength schedules: multiplier of the strength as a function of diffusion time
-#: ``t`` (1 = noise, 0 = data). "increasing" grows as sampling proceeds (``2 (1 - t)``),
-#: "decreasing" shrinks (``2 t``); both average 1 over ``t`` in [0, 1].
-SCHEDULES: dict[str, Callable[[float], float]] = {
-    "constant": _constant,
-    "increasing": _increasing,
-    "decreasing": _decreasing,
-}
-
-
-def schedule_weight(schedule: str | Callable[[float], float], t: float) -> float:
-    """Multiplier of a strength at diffusion time ``t``.
-
-    Parameters
-    ----------
-    schedule:
-        A name in :data:`SCHEDULES` or a callable of ``t`` returning a non-negative number.
-    t:
-        Diffusion time (1 = noise, 0 = data).
-
-    Example
-    -------
-    >>> schedule_weight("increasing", 0.25), schedule_weight(lambda t: t ** 2, 0.5)
-    (1.5, 0.25)
-    """
-    if callable(schedule):
-        w = float(schedule(t))
-    else:
-        try:
-            w = SCHEDULES[schedule](t)
-        except KeyError:
-            raise ValueError(f"unknown schedule {schedule!r}: use one of {sorted(SCHEDULES)} or a callable") from None
-    if not w >= 0.0 or w == float("inf"):
-        raise ValueError(f"schedule {schedule!r} gave {w!r} at t={t}: strengths must be finite and >= 0")
-    return w
-
-
-def is_guided_step(t: float, step: int, start: float, every: int) -> bool:
-    """Whether guidance acts at a step: ``t < 1 - start`` and ``step % every == 0``.
-
-    ``t`` is the diffusion time of the step (1 = noise, 0 = data) and ``step`` its 0-based
-    index in the schedule; ``start`` is the fraction of the ``t: 1 -> 0`` trajectory left
-    unguided before guidance begins (``start=0.1``: guidance for ``t < 0.9``, the
-    authors' setting; ``start=0``: every step but the pure-noise one at ``t = 1``).
-
-    Example
-    -------
-    >>> is_guided_step(0.95, 0, 0.1, 1), is_guided_step(0.5, 4, 0.1, 2), is_guided_step(0.5, 5, 0.1, 2)
-    (False, True, False)
-    """
-    return t < 1.0 - start and step % every == 0
