@@ -1,17 +1,14 @@
-"""Compatibility path: generation runs now live in :mod:`aseguide.runs.generate`."""
+"""Compatibility path: generation runs now live in :mod:`aseguide.runs`."""
 
-from aseguide.runs.generate import (  # noqa: F401
+from aseguide.runs.batching import (  # noqa: F401
     AUTO_BATCH_SIZE_CPU,
-    GUIDANCE_KEYS,
-    GenerateConfig,
-    RunSummary,
     auto_batch_size,
-    build_objective,
     choose_batch_size,
-    generate,
     is_out_of_memory,
     split_seed,
 )
+from aseguide.runs.config import GUIDANCE_KEYS, GenerateConfig, build_objective  # noqa: F401
+from aseguide.runs.generate import RunSummary, generate  # noqa: F401
 
 __all__ = [
     "GenerateConfig",
