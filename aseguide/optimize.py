@@ -1,11 +1,6 @@
 """Compatibility path: GuidedDiffusion now lives in :mod:`aseguide.sampling.dynamics`."""
 
-from aseguide.sampling.dynamics import (  # noqa: F401
-    GuidedDiffusion,
-    sample_num_atoms,
-)
+from aseguide.sampling.dynamics import GuidedDiffusion  # noqa: F401
+from aseguide.sampling.num_atoms import sample_num_atoms  # noqa: F401
 
-__all__ = [
-    "GuidedDiffusion",
-    "sample_num_atoms",
-]
+__all__ = ["GuidedDiffusion", "sample_num_atoms"]

@@ -7,6 +7,7 @@ Example
 'GuidedDiffusion'
 """
 
-from aseguide.sampling.dynamics import GuidedDiffusion, sample_num_atoms
+from aseguide.sampling.dynamics import GuidedDiffusion
+from aseguide.sampling.num_atoms import sample_num_atoms
 
 __all__ = ["GuidedDiffusion", "sample_num_atoms"]
