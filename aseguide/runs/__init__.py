@@ -3,8 +3,8 @@
 The modules are imported by their own names (``aseguide.runs.generate`` is the module
 of the :func:`~aseguide.runs.generate.generate` loop).
 
-Example
--------
+Examples
+--------
 >>> from aseguide.runs.generate import GenerateConfig
 >>> GenerateConfig().batch_size
 16

@@ -67,9 +67,9 @@ def split_seed(batch_seed: int, path: str) -> int:
 
     Parameters
     ----------
-    batch_seed:
+    batch_seed : int
         Seed of the batch (``config.seed + batch``).
-    path:
+    path : str
         The part: a non-empty string of ``"a"`` and ``"b"``.
 
     Returns
@@ -77,8 +77,8 @@ def split_seed(batch_seed: int, path: str) -> int:
     int
         A seed in ``[0, 2**63)``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> split_seed(3, "a") == split_seed(3, "a") != split_seed(3, "b")
     True
     """
@@ -136,13 +136,13 @@ def choose_batch_size(free_bytes: float, per_structure_bytes: float, num_structu
 
     Parameters
     ----------
-    free_bytes:
+    free_bytes : float
         Free device memory.
-    per_structure_bytes:
+    per_structure_bytes : float
         Peak memory one structure needs during a step.
-    num_structures:
+    num_structures : int
         Structures requested in all.
-    safety:
+    safety : float
         Fraction of the free memory to plan for.
 
     Returns
@@ -151,8 +151,8 @@ def choose_batch_size(free_bytes: float, per_structure_bytes: float, num_structu
         A batch size in ``[1, num_structures]``; ``num_structures`` split into the
         fewest batches that fit, of (nearly) equal size.
 
-    Example
-    -------
+    Examples
+    --------
     >>> choose_batch_size(100e9, 0.5e9, 1000)   # 160 fit; 7 batches of at most 143
     143
     """

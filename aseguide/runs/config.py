@@ -41,18 +41,18 @@ class GenerateConfig:
 
     Parameters
     ----------
-    model:
+    model : str
         A released MatterGen name (``chemical_system``, ``mattergen_base``, ...), a local
         checkpoint directory, a packaged model, or ``tiny-random`` (a randomly initialised
         tiny MatterGen, for trying the pipeline: it generates no physical crystals).
-    num_structures, batch_size:
+    num_structures, batch_size : int, int or 'auto'
         How many structures in all, and per batch. ``batch_size="auto"``: on CUDA the
         largest batch that fits the free GPU memory (see :func:`auto_batch_size`),
         elsewhere :data:`AUTO_BATCH_SIZE_CPU`; the size chosen is recorded in
         ``progress.json`` and reused on resume.
-    num_atoms:
+    num_atoms : int, mapping or str
         Atoms per structure: an int, ``{n: weight}`` or a MatterGen distribution name.
-    chemical_system, guidance_factor:
+    chemical_system, guidance_factor : str or None, float or None
         Classifier-free conditioning (needs a conditioned checkpoint) and its factor.
     space_group, dft_band_gap, dft_mag_density, ml_bulk_modulus, hhi_score, energy_above_hull, \
 dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
@@ -60,25 +60,25 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
         number, eV, μB/Å³, GPa, HHI 0-10000, eV/atom; see
         :data:`aseguide.models.conditions.PROPERTY_CONDITIONS`), for checkpoints trained
         on them; values are checked here, and against the checkpoint before any output.
-    steps, seed, device:
+    steps, seed, device : int or None, int, str or None
         Diffusion steps (``None``: the model's default, see
         :attr:`~aseguide.models.base.ScoreBackend.default_steps`), base seed (batch ``b``
         uses ``seed + b``), device.
-    max_atoms:
+    max_atoms : int, 'auto' or None
         Largest cell the model is offered: ``"auto"`` (the model's own, 20 for MatterGen's
         checkpoints), a number, or ``None`` (no limit).
-    objectives:
+    objectives : list of dict
         A list of ``{"type": ClassName, **constructor arguments}`` of
         :mod:`aseguide.constraints`; several are combined with ``combine`` (``norm``,
         ``weights``). Empty: unguided sampling.
-    guidance:
+    guidance : dict
         The guidance settings, keywords of
         :class:`~aseguide.sampling.dynamics.GuidedDiffusion` (see
         :data:`~aseguide.sampling.settings.GUIDANCE_KEYS`); checked on construction by
         building a :class:`~aseguide.sampling.settings.GuidanceSettings`.
-    output:
+    output : str
         The output folder.
-    precision:
+    precision : str
         Precision policy of the network: ``"mixed"`` (TF32 + bf16 network on CUDA,
         plain float32 elsewhere), ``"fp32"`` (strict) or ``"bf16"``; see
         :mod:`aseguide.precision`.

@@ -1,7 +1,7 @@
 """Guided sampling: the guidance settings, the pure guidance math and the ``GuidedDiffusion`` dynamics.
 
-Example
--------
+Examples
+--------
 >>> from aseguide.sampling import GuidedDiffusion
 >>> GuidedDiffusion.__name__
 'GuidedDiffusion'

@@ -5,8 +5,8 @@ object behaves like ASE's ``MolecularDynamics``: ``attach(function, interval)``,
 ``irun()``, ``run()``, ``nsteps``, ``todict()``, ``logfile=``, ``trajectory=``, and it
 is a context manager that closes the files it opened.
 
-Example
--------
+Examples
+--------
 >>> import torch
 >>> from aseguide.models.analytic import GaussianBackend
 >>> from aseguide.sampling.dynamics import GuidedDiffusion
@@ -119,17 +119,17 @@ class GuidedDiffusion(BaseDynamics):
 
     Parameters
     ----------
-    model:
+    model : ScoreBackend
         A :class:`~aseguide.models.base.ScoreBackend` (e.g. from ``load_model``).
-    objective:
+    objective : Objective or None
         Anything with ``loss(batch) -> (S,)`` differentiable in ``batch.frac`` and
         ``batch.cell`` (an :mod:`aseguide.constraints` objective, possibly
         ``Combined``), or ``None`` for unguided sampling.
-    batch_size:
+    batch_size : int
         Number of structures generated together.
-    num_atoms:
+    num_atoms : int, sequence of int, mapping or str
         Atoms per structure: see :func:`~aseguide.sampling.num_atoms.sample_num_atoms`.
-    chemical_system:
+    chemical_system : str or sequence of str, optional
         Conditioning (e.g. ``"Li-Co-O"``) for models trained on it.
     **conditions:
         Other property conditions of a conditioned checkpoint, in MatterGen's names and
@@ -138,65 +138,65 @@ class GuidedDiffusion(BaseDynamics):
         ``energy_above_hull`` (eV/atom), ... (see
         :data:`aseguide.models.conditions.PROPERTY_CONDITIONS`); alone or together, as
         the checkpoint was trained (``model.conditions``). ``None`` values are ignored.
-    steps:
+    steps : int, optional
         Number of diffusion timesteps; ``None``: the model's ``default_steps`` (1000 for
         MatterGen's checkpoints, as its own sampler; a model trained by ``aseguide train``
         records its own, e.g. 250 for ``carbon-24-small``).
-    seed:
+    seed : int
         Seeds torch's generator before the session and the prior are created (as
         MatterGen's own sampler does) and the ``num_atoms`` draw; the sampler keeps its
         own random stream between steps, so observers may use torch's RNG freely.
-    device:
+    device : torch.device or str, optional
         Torch device of the session.
-    trajectory:
+    trajectory : str, os.PathLike or writer, optional
         Path (``.traj``, ``.extxyz``, ...) or an object with ``write(atoms)``: every
         ``loginterval`` steps, every structure of the batch is appended, with the
         ``atoms.info`` of :meth:`current_atoms` (that of the final structures, ``loss``
         included, plus ``step``, ``t``, ``kind``). The frames of the last step are the
         structures :meth:`get_structures` returns.
-    trajectory_kind:
+    trajectory_kind : {'x0', 'xt'}
         ``"x0"`` (default): the Tweedie estimate the step's predictor used — a clean
         crystal with real species; ``"xt"``: the noisy state after the step, with the
         species of ``x̂0`` (noisy species may be mask tokens).
-    logfile:
+    logfile : str, os.PathLike or file, optional
         Path, open file or ``"-"`` (stdout): a table with step, t, whether guided,
         loss mean/min/max of ``x̂0``, fraction satisfying the objective (when it has
         ``satisfied``), number of structures whose guidance gradient was not finite
         (zeroed) since the last line, and step time.
-    loginterval:
+    loginterval : int
         Log and trajectory interval in steps.
-    forward_strength, backward_strength:
+    forward_strength, backward_strength : float, optional
         ``g`` and ``k`` (default 0.01 each); with ``normalize`` these are step lengths
         (fractional units for positions, Å for the lattice).
-    backward_steps:
+    backward_steps : int, optional
         ``m``, gradient steps on ``x̂0`` per pass (default 2).
-    recurrence:
+    recurrence : int, optional
         ``K``, passes per guided step (default 3; 1 = no self-recurrence).
-    normalize:
+    normalize : bool, optional
         Normalise gradients per structure and per field (default ``True``).
-    start:
+    start : float, optional
         Fraction of the trajectory before guidance begins: guidance acts only at
         diffusion times ``t < 1 - start`` (``t``: 1 = noise, 0 = data). The default 0.1
         is the authors' setting, guidance for ``t < 0.9``.
-    every:
+    every : int, optional
         Guidance acts only on steps whose index is a multiple of ``every`` (default 1).
-    forward_schedule, backward_schedule:
+    forward_schedule, backward_schedule : str or callable, optional
         ``"constant"`` (default), ``"increasing"`` (``2 (1 - t)``), ``"decreasing"``
         (``2 t``) or a callable of ``t``: multiplier of the strength.
-    fields:
+    fields : sequence of str, optional
         Guided fields, among ``("positions", "lattice")`` (default both).
-    floor:
+    floor : float, optional
         Gradient-norm floor of the normalisation (default
         :data:`~aseguide.sampling.settings.DEFAULT_FLOOR`).
-    settings:
+    settings : GuidanceSettings, optional
         All the guidance settings above as one
         :class:`~aseguide.sampling.settings.GuidanceSettings`, instead of the keywords
         (giving both is an error). The keywords left ``None`` take the defaults of
         :class:`~aseguide.sampling.settings.GuidanceSettings`.
-    guidance_factor:
+    guidance_factor : float, optional
         Classifier-free guidance factor (MatterGen's ``diffusion_guidance_factor``);
         ``None``: 2.0 when any condition is given, else 1.0.
-    precision:
+    precision : str, optional
         Precision policy of the network (``"mixed"``, ``"fp32"``, ``"bf16"``; see
         :mod:`aseguide.precision`), passed to ``model.session`` when the backend accepts a
         ``precision`` keyword (MatterGen); a backend without a network (the analytic one)
@@ -377,7 +377,7 @@ class GuidedDiffusion(BaseDynamics):
 
         Parameters
         ----------
-        steps:
+        steps : int, optional
             Maximum number of steps to take; ``None``: the rest of the schedule.
 
         Unlike ASE's ``MolecularDynamics``, nothing is logged or observed at step 0:

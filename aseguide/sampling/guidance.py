@@ -82,8 +82,8 @@ _ATTR = {"positions": "frac", "lattice": "cell"}
 def get_field(batch: CrystalBatch, field: str) -> torch.Tensor:
     """The tensor of a continuous field: ``frac`` for positions, ``cell`` for lattice.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> b = CrystalBatch(torch.zeros(1, 3), torch.eye(3)[None], torch.tensor([6]), torch.tensor([1]))
     >>> get_field(b, "lattice").shape
@@ -98,8 +98,8 @@ def get_field(batch: CrystalBatch, field: str) -> torch.Tensor:
 def with_fields(batch: CrystalBatch, values: Mapping[str, torch.Tensor]) -> CrystalBatch:
     """A batch with some continuous fields replaced (``{"positions": frac, ...}``).
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> b = CrystalBatch(torch.zeros(1, 3), torch.eye(3)[None], torch.tensor([6]), torch.tensor([1]))
     >>> float(with_fields(b, {"lattice": 2 * torch.eye(3)[None]}).volume()[0])
@@ -136,16 +136,16 @@ def structure_norm(
 
     Parameters
     ----------
-    grad:
+    grad : torch.Tensor
         ``(N, 3)`` per-atom gradient (then give ``index`` and ``n_structures``) or a
         per-structure gradient ``(S, ...)`` (``index=None``).
-    index:
+    index : torch.Tensor or None
         Structure index of every row of ``grad``, or ``None``.
-    n_structures:
+    n_structures : int or None
         Number of structures ``S`` (needed with ``index``).
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> structure_norm(torch.ones(3, 3, 3))
     tensor([3., 3., 3.])
@@ -167,13 +167,13 @@ def normalize_gradient(
 
     Parameters
     ----------
-    grad, index, n_structures:
+    grad, index, n_structures : torch.Tensor, torch.Tensor or None, int or None
         As in :func:`structure_norm`.
-    floor:
+    floor : float
         Smallest norm divided by.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> normalize_gradient(torch.tensor([[[0.0, 2.0, 0.0]] * 3, [[0.0] * 3] * 3]))[:, 0]
     tensor([[0.0000, 0.5774, 0.0000],
@@ -190,8 +190,8 @@ def structure_finite(
 ) -> torch.Tensor:
     """``True`` for every structure whose part of ``grad`` is all finite, shape ``(S,)``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> structure_finite(torch.tensor([[0.0, 1, 2], [float("nan"), 0, 0]]), torch.tensor([0, 1]), 2)
     tensor([ True, False])
@@ -214,16 +214,16 @@ def objective_gradients(
 
     Returns
     -------
-    loss:
+    loss : torch.Tensor
         ``(S,)``, detached.
-    grads:
+    grads : dict of str to torch.Tensor
         ``{field: gradient}``, detached, zero where ``ok`` is ``False`` (and for fields
         the loss does not depend on).
-    ok:
+    ok : torch.Tensor
         ``(S,)`` bool.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> class Vol:
     ...     def loss(self, b):
@@ -300,8 +300,8 @@ def forward_guidance(
     Returns the detached guided scores and the per-structure ``ok`` mask of
     :func:`objective_gradients` (``False`` = gradient zeroed because not finite).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from aseguide.models.analytic import GaussianBackend
     >>> from aseguide.state import CrystalBatch
     >>> import torch
@@ -344,8 +344,8 @@ def descend_x0(
     Returns ``({field: delta}, ok)`` where ``ok`` is ``False`` for a structure whose loss
     or gradient was not finite at any step (its gradient was zeroed at that step).
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> class Trace:
     ...     def loss(self, b):
@@ -389,8 +389,8 @@ def backward_guidance(
 
     Returns the guided scores (whose Tweedie estimate is ``x̂0 + delta``) and the ``ok`` mask.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from aseguide.models.analytic import GaussianBackend
     >>> import torch
     >>> class Trace:
@@ -451,14 +451,14 @@ class StepResult:
 
     Attributes
     ----------
-    x:
+    x : CrystalBatch
         The new state at ``t + dt`` (the proposal of the last pass).
-    x_in:
+    x_in : CrystalBatch
         The state at ``t`` that the last pass scored (after the corrector / re-noising).
-    scores:
+    scores : Scores
         The (guided) scores of the last pass; ``session.tweedie(x_in, t, scores)`` is the
         clean estimate the predictor used.
-    ok:
+    ok : torch.Tensor
         ``(S,)`` bool, ``False`` where a guidance gradient was not finite in any pass;
         ``None`` for an unguided step.
     """
@@ -485,8 +485,8 @@ def diffusion_step(
     default) this is exactly the base predictor-corrector step: ``corrector``,
     ``score`` (no autograd), ``predictor``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from aseguide.models.analytic import GaussianBackend
     >>> import torch
     >>> session = GaussianBackend().session(torch.tensor([2, 3]), steps=10)

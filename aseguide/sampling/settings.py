@@ -7,8 +7,8 @@ value fails at once, naming the value, without building any sampler. The guidanc
 (:mod:`aseguide.sampling.guidance`) and :class:`~aseguide.sampling.dynamics.GuidedDiffusion`
 take it whole; each setting has one name all the way down.
 
-Example
--------
+Examples
+--------
 >>> settings = GuidanceSettings(backward_strength=0.05, start=0.5, backward_schedule="increasing")
 >>> settings.strengths(0.25, 3)          # t = 0.25 (data side), step 3
 (0.01, 0.07500000000000001)

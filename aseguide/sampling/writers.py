@@ -1,7 +1,7 @@
 """Writers for generated crystals: whole batches per frame, final structures to extxyz / CIF.
 
-Example
--------
+Examples
+--------
 >>> import os, tempfile
 >>> import ase.io
 >>> from ase.build import bulk
@@ -51,8 +51,8 @@ def write_structures(
     non-finite coordinates are skipped with a warning (never written as garbage) unless
     ``skip_nonfinite=False``. Returns the number of structures written.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import os, tempfile
     >>> from ase.build import bulk
     >>> write_structures(os.path.join(tempfile.mkdtemp(), "x.cif"), [bulk("Si")])
@@ -75,15 +75,15 @@ class FrameWriter:
 
     Parameters
     ----------
-    target:
+    target : str, os.PathLike or writer
         A path (``.traj`` -> :class:`ase.io.Trajectory`; otherwise any multi-image ASE
         format such as extxyz) or an object with ``write(atoms)`` (e.g. an open ASE
         ``Trajectory``, which the caller keeps and closes).
-    format:
+    format : str, optional
         ASE format name, guessed from the path when ``None``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import os, tempfile
     >>> import ase.io
     >>> from ase.build import bulk
