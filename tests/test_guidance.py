@@ -329,3 +329,45 @@ def test_recurrence_keeps_the_last_proposal():
     assert torch.equal(res.x.cell, p2.cell) and torch.equal(res.x_in.cell, x2.cell)
     with pytest.raises(ValueError, match="recurrence must be an integer >= 1, got 0"):
         GuidanceSettings(recurrence=0)
+
+
+# ---------------------------------------------------------------------- the settings object
+@pytest.mark.parametrize("kwargs, match", [
+    ({"forward_strength": -1}, "forward_strength must be in .* got -1"),
+    ({"backward_strength": "big"}, "backward_strength must be a number, got 'big'"),
+    ({"backward_steps": 1.5}, "backward_steps must be an integer >= 0, got 1.5"),
+    ({"recurrence": 0}, "recurrence must be an integer >= 1, got 0"),
+    ({"start": 2}, "start must be in .* got 2"),
+    ({"every": True}, "every must be an integer >= 1, got True"),
+    ({"forward_schedule": "linear"}, "forward_schedule must be one of .* got 'linear'"),
+    ({"fields": ["species"]}, "cannot guide field 'species'"),
+    ({"floor": 0}, "floor must be > 0"),
+])
+def test_settings_name_the_bad_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GuidanceSettings(**kwargs)
+
+
+def test_settings_are_frozen_normalised_and_round_trip():
+    import dataclasses
+
+    s = GuidanceSettings(forward_strength=1, backward_steps=3, fields="lattice", normalize=0)
+    assert (s.forward_strength, s.fields, s.normalize) == (1.0, ("lattice",), False)
+    assert type(s.forward_strength) is float
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.recurrence = 2
+    assert GuidanceSettings.from_dict(s.todict()) == s
+    with pytest.raises(ValueError, match=r"unknown guidance key\(s\) \['strength'\]"):
+        GuidanceSettings.from_dict({"strength": 1.0})
+
+
+def test_settings_schedule_gates_and_scales():
+    s = GuidanceSettings(forward_strength=0.2, backward_strength=0.1, start=0.5, every=2,
+                         backward_schedule="increasing")
+    assert s.strengths(0.6, 0) == (0.0, 0.0)           # before start
+    assert s.strengths(0.25, 1) == (0.0, 0.0)          # off the every grid
+    assert s.strengths(0.25, 2) == (0.2, 0.1 * schedule_weight("increasing", 0.25))
+    step = s.at(0.25, 2)
+    assert (step.forward_strength, step.backward_strength) == s.strengths(0.25, 2)
+    assert GuidanceSettings(backward_steps=0).strengths(0.5, 0)[1] == 0.0
+    assert not UNGUIDED.forward and not UNGUIDED.backward and UNGUIDED.recurrence == 1
