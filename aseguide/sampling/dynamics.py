@@ -38,7 +38,7 @@ from aseguide.models.base import CONTINUOUS_FIELDS, ScoreBackend
 from aseguide.precision import check_precision
 from aseguide.sampling.guidance import diffusion_step
 from aseguide.sampling.num_atoms import sample_num_atoms
-from aseguide.sampling.settings import GUIDANCE_KEYS, GuidanceSettings, _integer, _number
+from aseguide.sampling.settings import GUIDANCE_KEYS, GuidanceSettings, check_integer, check_number
 from aseguide.sampling.writers import FrameWriter, write_structures
 from aseguide.state import CrystalBatch
 
@@ -247,10 +247,10 @@ class GuidedDiffusion(BaseDynamics):
             raise ValueError(f"objective {objective!r} has no loss(batch) method")
         self.model = model
         self.objective = objective
-        self.batch_size = _integer("batch_size", batch_size, 1)
-        self.steps = _integer("steps", model.default_steps if steps is None else steps, 1)
-        self.seed = _integer("seed", seed, 0)
-        self.loginterval = _integer("loginterval", loginterval, 1)
+        self.batch_size = check_integer("batch_size", batch_size, 1)
+        self.steps = check_integer("steps", model.default_steps if steps is None else steps, 1)
+        self.seed = check_integer("seed", seed, 0)
+        self.loginterval = check_integer("loginterval", loginterval, 1)
         keywords = dict(forward_strength=forward_strength, backward_strength=backward_strength,
                         backward_steps=backward_steps, recurrence=recurrence, normalize=normalize, start=start,
                         every=every, forward_schedule=forward_schedule, backward_schedule=backward_schedule,
@@ -265,7 +265,7 @@ class GuidedDiffusion(BaseDynamics):
         self.conditions = conditions
         if guidance_factor is None:
             guidance_factor = 2.0 if conditions else 1.0
-        self.guidance_factor = _number("guidance_factor", guidance_factor)
+        self.guidance_factor = check_number("guidance_factor", guidance_factor)
         self.num_atoms_request = num_atoms
         self.precision = None if precision is None else check_precision(precision)
         session_options = {}
@@ -384,7 +384,7 @@ class GuidedDiffusion(BaseDynamics):
         the prior holds no crystal yet.
         """
         remaining = self.steps - self.nsteps
-        n = remaining if steps is None else min(_integer("steps", steps, 0), remaining)
+        n = remaining if steps is None else min(check_integer("steps", steps, 0), remaining)
         self.max_steps = self.nsteps + n
         for _ in range(n):
             self.step()

@@ -129,7 +129,8 @@ def is_guided_step(t: float, step: int, start: float, every: int) -> bool:
     return t < 1.0 - start and step % every == 0
 
 
-def _number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf) -> float:
+def check_number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf) -> float:
+    """``value`` as a float in ``[low, high]``; a :class:`ValueError` naming ``name`` and the value otherwise."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -139,7 +140,8 @@ def _number(name: str, value: Any, *, low: float = 0.0, high: float = math.inf) 
     return v
 
 
-def _integer(name: str, value: Any, low: int) -> int:
+def check_integer(name: str, value: Any, low: int) -> int:
+    """``value`` as an int ``>= low`` (not a bool); a :class:`ValueError` naming ``name`` and the value otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
@@ -223,14 +225,14 @@ class GuidanceSettings:
 
     def __post_init__(self) -> None:
         checked = {
-            "forward_strength": _number("forward_strength", self.forward_strength),
-            "backward_strength": _number("backward_strength", self.backward_strength),
-            "backward_steps": _integer("backward_steps", self.backward_steps, 0),
-            "recurrence": _integer("recurrence", self.recurrence, 1),
+            "forward_strength": check_number("forward_strength", self.forward_strength),
+            "backward_strength": check_number("backward_strength", self.backward_strength),
+            "backward_steps": check_integer("backward_steps", self.backward_steps, 0),
+            "recurrence": check_integer("recurrence", self.recurrence, 1),
             "normalize": bool(self.normalize),
-            "start": _number("start", self.start, high=1.0),
-            "every": _integer("every", self.every, 1),
-            "floor": _number("floor", self.floor),
+            "start": check_number("start", self.start, high=1.0),
+            "every": check_integer("every", self.every, 1),
+            "floor": check_number("floor", self.floor),
         }
         if checked["floor"] <= 0:
             raise ValueError(f"floor must be > 0 (zero gradients would become NaN), got {self.floor!r}")
