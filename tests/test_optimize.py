@@ -460,3 +460,15 @@ def test_settings_object_is_the_same_as_the_keywords():
         assert a.todict() == b.todict()
     with pytest.raises(ValueError, match=r"either as settings= or as keywords, not both: \['recurrence'\]"):
         _opt(Trace(20.0), settings=GuidanceSettings(), recurrence=1)
+
+
+def test_every_guidance_setting_is_a_keyword():
+    import inspect
+
+    from aseguide.sampling.settings import GUIDANCE_KEYS, GuidanceSettings
+
+    parameters = inspect.signature(GuidedDiffusion).parameters
+    assert set(GUIDANCE_KEYS) <= set(parameters) and "settings" in parameters
+    defaults = GuidanceSettings()
+    with _opt(Trace(20.0)) as opt:
+        assert all(getattr(opt, name) == getattr(defaults, name) for name in GUIDANCE_KEYS)

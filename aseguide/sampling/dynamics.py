@@ -251,11 +251,8 @@ class GuidedDiffusion(BaseDynamics):
         self.steps = check_integer("steps", model.default_steps if steps is None else steps, 1)
         self.seed = check_integer("seed", seed, 0)
         self.loginterval = check_integer("loginterval", loginterval, 1)
-        keywords = dict(forward_strength=forward_strength, backward_strength=backward_strength,
-                        backward_steps=backward_steps, recurrence=recurrence, normalize=normalize, start=start,
-                        every=every, forward_schedule=forward_schedule, backward_schedule=backward_schedule,
-                        fields=fields, floor=floor)
-        self.settings = _guidance_settings(settings, keywords)
+        arguments = locals()
+        self.settings = _guidance_settings(settings, {name: arguments[name] for name in GUIDANCE_KEYS})
         if trajectory_kind not in _KINDS:
             raise ValueError(f"trajectory_kind must be one of {_KINDS}, got {trajectory_kind!r}")
         self.trajectory_kind = trajectory_kind
