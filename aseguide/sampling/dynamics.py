@@ -265,24 +265,11 @@ class GuidedDiffusion(BaseDynamics):
         self.guidance_factor = check_number("guidance_factor", guidance_factor)
         self.num_atoms_request = num_atoms
         self.precision = None if precision is None else check_precision(precision)
-        session_options = {}
-        if self.precision is not None and _accepts_keyword(model.session, "precision"):
-            session_options["precision"] = self.precision
         counts = sample_num_atoms(num_atoms, self.batch_size, self.seed, model.max_atoms)
 
         super().__init__(None, logfile=logfile, trajectory=None)
         self._logging = logfile is not None
-
-        # the device whose RNG the session will use: the requested one, else the model's
-        self.device = torch.device(device) if device is not None else torch.device(getattr(model, "device", "cpu"))
-        self._rng_devs = _rng_devices(self.device)
-        with torch.random.fork_rng(devices=self._rng_devs):
-            torch.manual_seed(self.seed)
-            self.session = model.session(counts, self.steps, conditions=conditions or None,
-                                         guidance_factor=self.guidance_factor, device=device,
-                                         **session_options)
-            self._x: CrystalBatch = self.session.prior()
-            self._rng = self._get_rng()
+        self._open_session(counts, device)
         self._times = self.session.timesteps()
         self._times_cpu = [float(t) for t in self._times.detach().cpu()]
         self.num_atoms = self.session.num_atoms
@@ -302,6 +289,21 @@ class GuidedDiffusion(BaseDynamics):
                 self.closelater(writer)
             self._frames = writer
             self.attach(self._write_frame, interval=self.loginterval)
+
+    def _open_session(self, counts: torch.Tensor, device: torch.device | str | None) -> None:
+        """Seed torch, open the model's session and draw the prior, on the sampler's own random stream."""
+        options = {}
+        if self.precision is not None and _accepts_keyword(self.model.session, "precision"):
+            options["precision"] = self.precision
+        # the device whose RNG the session will use: the requested one, else the model's
+        self.device = torch.device(device) if device is not None else torch.device(getattr(self.model, "device", "cpu"))
+        self._rng_devs = _rng_devices(self.device)
+        with torch.random.fork_rng(devices=self._rng_devs):
+            torch.manual_seed(self.seed)
+            self.session = self.model.session(counts, self.steps, conditions=self.conditions or None,
+                                              guidance_factor=self.guidance_factor, device=device, **options)
+            self._x: CrystalBatch = self.session.prior()
+            self._rng = self._get_rng()
 
     # ------------------------------------------------------------------ RNG
     def _get_rng(self):
