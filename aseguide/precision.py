@@ -25,8 +25,8 @@ Policies
 The global matmul precision (:func:`torch.get_float32_matmul_precision`) is restored
 when the network call returns, also after an exception.
 
-Example
--------
+Examples
+--------
 >>> import torch
 >>> with network_precision("bf16", "cpu"):
 ...     torch.ones(2, 2) @ torch.ones(2, 2)
@@ -60,7 +60,7 @@ def check_precision(name: object) -> str:
 
     Parameters
     ----------
-    name:
+    name : object
         A policy name (see :data:`PRECISIONS`).
 
     Returns
@@ -92,9 +92,9 @@ def network_precision(policy: str, device: torch.device | str) -> Iterator[None]
 
     Parameters
     ----------
-    policy:
+    policy : str
         ``"mixed"``, ``"fp32"`` or ``"bf16"`` (see the module documentation).
-    device:
+    device : torch.device or str
         The device the network runs on; TF32 and the default's autocast act on CUDA only.
 
     Yields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -9,10 +10,11 @@ import pytest
 import torch
 from scipy import stats
 
-from aseguide.guidance import diffusion_step
 from aseguide.models.analytic import GaussianBackend, GaussianMixture, counter_normal, counter_uniform
 from aseguide.models.base import SamplingSession, ScoreBackend
-from aseguide.optimize import GuidedDiffusion
+from aseguide.sampling.dynamics import GuidedDiffusion
+from aseguide.sampling.guidance import diffusion_step
+from aseguide.sampling.settings import UNGUIDED
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -173,7 +175,7 @@ def test_self_recurrence_with_the_exact_score_keeps_the_marginal(K):
     t = torch.full((n,), 0.6, dtype=DT)
     x = session.sample_marginal(0.6)
     # an objective with zero strengths: recurrence runs but guidance does not act
-    out = diffusion_step(session, x, t, object(), recurrence=K).x
+    out = diffusion_step(session, x, t, object(), dataclasses.replace(UNGUIDED, recurrence=K)).x
     want = _moments(session.sample_marginal(0.6 + session.dt))
     _assert_moments_close(_moments(out), want, rtol_var=0.05, atol_mean=0.03)
 

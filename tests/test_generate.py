@@ -24,6 +24,9 @@ SMALL = dict(num_structures=5, batch_size=2, num_atoms=4, steps=3, seed=1,
     ({"objectives": [{"type": "VolumePerAtom", "target": -3}]}, "-3"),
     ({"objectives": [{"type": "Coordination", "center": "Xq", "neighbor": "O", "target": 4}]}, "Xq"),
     ({"guidance": {"recurence": 2}}, "unknown guidance key"),
+    ({"guidance": {"recurrence": 0}}, "recurrence must be an integer >= 1, got 0"),
+    ({"guidance": {"fields": ["species"]}}, "cannot guide field 'species'"),
+    ({"guidance": ["recurrence"]}, "guidance must be a mapping"),
     ({"model": "tiny-random-chemical-system", "chemical_system": "Li-Zz"}, "Zz"),
     ({"model": "space_group", "space_group": 231}, "space_group=231 is not a space group number"),
     ({"model": "dft_band_gap", "dft_band_gap": "wide"}, "dft_band_gap='wide' must be a number"),
@@ -172,7 +175,7 @@ def test_printed_time_includes_model_loading(tmp_path, tiny_model, monkeypatch, 
     import re
     import time
 
-    import aseguide.generate as generate_module
+    import aseguide.runs.generate as generate_module
 
     def slow_load(config):
         time.sleep(0.5)

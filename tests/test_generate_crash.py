@@ -1,7 +1,7 @@
 """Run folders survive a kill at any point: real SIGKILLs of a forked run, then resume.
 
 Each window is a real ``SIGKILL`` of a real (forked) process at one file operation of
-:func:`aseguide.generate.generate`: before each rename (``config.json``, every
+:func:`aseguide.runs.generate.generate`: before each rename (``config.json``, every
 ``progress.json`` record, every CIF), in the middle of each append (half the text
 written) and right after each append (the batch written but not recorded). The run is
 then resumed and must give exactly the files of an uninterrupted run.
@@ -19,7 +19,7 @@ import sys
 import pytest
 from ase.io import read
 
-import aseguide.generate as generate_module
+import aseguide.runs.folder as folder_module
 from aseguide.cli import main
 from aseguide.generate import GenerateConfig, generate
 
@@ -62,7 +62,7 @@ def run_killed(config: GenerateConfig, model, *, operation: str, when: int, resu
 
                 os.replace = replace
             else:
-                real_append = generate_module._atomic_append
+                real_append = folder_module._atomic_append
 
                 def append(path, text):
                     calls["n"] += 1
@@ -75,7 +75,7 @@ def run_killed(config: GenerateConfig, model, *, operation: str, when: int, resu
                         _kill_self()
                     return real_append(path, text)
 
-                generate_module._atomic_append = append
+                folder_module._atomic_append = append
             generate(config, model=model, resume=resume)
         finally:
             os._exit(17)  # reached only when the kill point was never hit

@@ -1,4 +1,4 @@
-"""Unit tests of the universal-guidance formulas (aseguide.guidance)."""
+"""Unit tests of the universal-guidance formulas (aseguide.sampling.guidance)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ import math
 import pytest
 import torch
 
-from aseguide.guidance import (
+from aseguide.models.analytic import GaussianBackend, GaussianMixture
+from aseguide.sampling.guidance import (
     SCHEDULES,
+    UNGUIDED,
+    GuidanceSettings,
     backward_guidance,
     descend_x0,
     diffusion_step,
@@ -20,7 +23,6 @@ from aseguide.guidance import (
     structure_finite,
     structure_norm,
 )
-from aseguide.models.analytic import GaussianBackend, GaussianMixture
 from aseguide.state import CrystalBatch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -181,7 +183,7 @@ def test_one_backward_step_is_one_normalised_gradient_step_on_x0():
     x0 = session.tweedie(x, t, s)
     _, grads, _ = objective_gradients(objective, x0, ["positions", "lattice"])
     k = 0.07
-    s2, ok = backward_guidance(session, x, t, s, objective, k, 1)
+    s2, ok = backward_guidance(session, x, t, s, objective, GuidanceSettings(backward_strength=k, backward_steps=1))
     moved = session.tweedie(x, t, s2)
     want_cell = x0.cell - k * normalize_gradient(grads["lattice"])
     want_frac = x0.frac - k * normalize_gradient(grads["positions"], x.batch, 3)
@@ -198,8 +200,9 @@ def test_score_shift_factor_is_alpha_over_sigma_squared():
     x = session.sample_marginal(0.6)
     t = torch.full((3,), 0.6, dtype=DT)
     s = session.score(x, t)
-    delta, _ = descend_x0(CellTarget(torch.zeros(3, 3, dtype=DT)), session.tweedie(x, t, s), 0.1, 2)
-    s2, _ = backward_guidance(session, x, t, s, CellTarget(torch.zeros(3, 3, dtype=DT)), 0.1, 2)
+    settings = GuidanceSettings(backward_strength=0.1, backward_steps=2)
+    delta, _ = descend_x0(CellTarget(torch.zeros(3, 3, dtype=DT)), session.tweedie(x, t, s), settings)
+    s2, _ = backward_guidance(session, x, t, s, CellTarget(torch.zeros(3, 3, dtype=DT)), settings)
     alpha, sigma = session.marginal("lattice", t)
     assert float(alpha.min()) < 0.9  # the factor matters: alpha far from 1 here
     assert torch.allclose(s2.lattice - s.lattice, alpha / sigma**2 * delta["lattice"], rtol=1e-10, atol=0)
@@ -209,13 +212,16 @@ def test_score_shift_factor_is_alpha_over_sigma_squared():
 def test_descend_x0_takes_m_steps_and_follows_the_moving_gradient():
     x0 = CrystalBatch(torch.zeros(1, 3, dtype=DT), torch.eye(3, dtype=DT)[None], torch.tensor([6]), torch.tensor([1]))
     target = torch.eye(3, dtype=DT) * 1.25
-    delta, ok = descend_x0(CellTarget(target), x0, 0.1, 3, fields=["lattice"])
+    settings = GuidanceSettings(backward_strength=0.1, backward_steps=3, fields=["lattice"])
+    delta, ok = descend_x0(CellTarget(target), x0, settings)
     # straight line towards the target: 3 steps of length 0.1 each
     u = (target - x0.cell[0]) / (target - x0.cell[0]).norm()
     assert torch.allclose(delta["lattice"][0], 0.3 * u)
     # m = 0 does nothing; unnormalised steps are raw gradient steps
-    assert torch.equal(descend_x0(CellTarget(target), x0, 0.1, 0)[0]["lattice"], torch.zeros(1, 3, 3, dtype=DT))
-    raw, _ = descend_x0(CellTarget(target), x0, 0.1, 1, fields=["lattice"], normalize=False)
+    none = descend_x0(CellTarget(target), x0, GuidanceSettings(backward_strength=0.1, backward_steps=0))
+    assert torch.equal(none[0]["lattice"], torch.zeros(1, 3, 3, dtype=DT))
+    raw, _ = descend_x0(CellTarget(target), x0, GuidanceSettings(backward_strength=0.1, backward_steps=1,
+                                                                 fields=["lattice"], normalize=False))
     assert torch.allclose(raw["lattice"][0], 0.1 * (target - x0.cell[0]))
 
 
@@ -227,7 +233,7 @@ def test_forward_guidance_is_gradient_at_x0_through_the_score():
     t = torch.full((3,), 0.3, dtype=DT)
     objective = Both(CellTarget(torch.eye(3, dtype=DT) * 3.0), FracTarget([0.2, 0.9, 0.1]))
     g = 0.05
-    s_fwd, ok = forward_guidance(session, x, t, objective, g)
+    s_fwd, ok = forward_guidance(session, x, t, objective, GuidanceSettings(forward_strength=g))
     s = session.score(x, t)
     _, grads, _ = objective_gradients(objective, session.tweedie(x, t, s), ["positions", "lattice"])
     assert bool(ok.all())
@@ -247,7 +253,7 @@ def test_forward_guidance_per_structure_with_mixture_score():
     x = session.sample_marginal(0.5)
     t = torch.full((3,), 0.5, dtype=DT)
     objective = CellTarget(torch.eye(3, dtype=DT) * 3.0)
-    s_fwd, _ = forward_guidance(session, x, t, objective, 0.2, fields=["lattice"])
+    s_fwd, _ = forward_guidance(session, x, t, objective, GuidanceSettings(forward_strength=0.2, fields=["lattice"]))
     s = session.score(x, t)
     for i in range(3):
         cell = x.cell.clone().requires_grad_(True)
@@ -288,7 +294,7 @@ def test_unguided_step_is_exactly_corrector_score_predictor():
     assert torch.equal(out.frac, want.frac) and torch.equal(out.cell, want.cell)
     # an objective with zero strengths and K = 1 is the same step
     a.calls.clear()
-    diffusion_step(a, xa, t, CellTarget(torch.eye(3, dtype=DT)), recurrence=1)
+    diffusion_step(a, xa, t, CellTarget(torch.eye(3, dtype=DT)), UNGUIDED)
     assert [c for c, _ in a.calls] == ["corrector", "score", "predictor"]
 
 
@@ -297,8 +303,9 @@ def test_guided_step_call_sequence(forward):
     a = Recorder(_session())
     x = a.prior()
     t = a.timesteps()[10].repeat(3)
-    res = diffusion_step(a, x, t, CellTarget(torch.eye(3, dtype=DT)), forward_strength=0.1 if forward else 0.0,
-                         backward_strength=0.1, backward_steps=2, recurrence=3)
+    settings = GuidanceSettings(forward_strength=0.1 if forward else 0.0, backward_strength=0.1, backward_steps=2,
+                                recurrence=3)
+    res = diffusion_step(a, x, t, CellTarget(torch.eye(3, dtype=DT)), settings)
     names = [c for c, _ in a.calls]
     assert names.count("corrector") == 1 and names.count("score") == 3 and names.count("predictor") == 3
     assert names.count("renoise") == 2 and names.count("score_shift") == 3 * 2  # two fields per pass
@@ -314,11 +321,53 @@ def test_recurrence_keeps_the_last_proposal():
     x = s1.prior()
     assert torch.equal(s2.prior().cell, x.cell)  # same draw counter in both sessions
     t = s1.timesteps()[20].repeat(3)
-    res = diffusion_step(s1, x, t, None, recurrence=2)
+    res = diffusion_step(s1, x, t, None, GuidanceSettings(recurrence=2))
     # by hand: pass 1, re-noise to t, pass 2
     p1 = s2.predictor(x, t, s2.score(x, t))
     x2 = s2.renoise(p1, t + s2.dt, t)
     p2 = s2.predictor(x2, t, s2.score(x2, t))
     assert torch.equal(res.x.cell, p2.cell) and torch.equal(res.x_in.cell, x2.cell)
-    with pytest.raises(ValueError, match="0"):
-        diffusion_step(s1, x, t, recurrence=0)
+    with pytest.raises(ValueError, match="recurrence must be an integer >= 1, got 0"):
+        GuidanceSettings(recurrence=0)
+
+
+# ---------------------------------------------------------------------- the settings object
+@pytest.mark.parametrize("kwargs, match", [
+    ({"forward_strength": -1}, "forward_strength must be in .* got -1"),
+    ({"backward_strength": "big"}, "backward_strength must be a number, got 'big'"),
+    ({"backward_steps": 1.5}, "backward_steps must be an integer >= 0, got 1.5"),
+    ({"recurrence": 0}, "recurrence must be an integer >= 1, got 0"),
+    ({"start": 2}, "start must be in .* got 2"),
+    ({"every": True}, "every must be an integer >= 1, got True"),
+    ({"forward_schedule": "linear"}, "forward_schedule must be one of .* got 'linear'"),
+    ({"fields": ["species"]}, "cannot guide field 'species'"),
+    ({"floor": 0}, "floor must be > 0"),
+])
+def test_settings_name_the_bad_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        GuidanceSettings(**kwargs)
+
+
+def test_settings_are_frozen_normalised_and_round_trip():
+    import dataclasses
+
+    s = GuidanceSettings(forward_strength=1, backward_steps=3, fields="lattice", normalize=0)
+    assert (s.forward_strength, s.fields, s.normalize) == (1.0, ("lattice",), False)
+    assert type(s.forward_strength) is float
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.recurrence = 2
+    assert GuidanceSettings.from_dict(s.todict()) == s
+    with pytest.raises(ValueError, match=r"unknown guidance key\(s\) \['strength'\]"):
+        GuidanceSettings.from_dict({"strength": 1.0})
+
+
+def test_settings_schedule_gates_and_scales():
+    s = GuidanceSettings(forward_strength=0.2, backward_strength=0.1, start=0.5, every=2,
+                         backward_schedule="increasing")
+    assert s.strengths(0.6, 0) == (0.0, 0.0)           # before start
+    assert s.strengths(0.25, 1) == (0.0, 0.0)          # off the every grid
+    assert s.strengths(0.25, 2) == (0.2, 0.1 * schedule_weight("increasing", 0.25))
+    step = s.at(0.25, 2)
+    assert (step.forward_strength, step.backward_strength) == s.strengths(0.25, 2)
+    assert GuidanceSettings(backward_steps=0).strengths(0.5, 0)[1] == 0.0
+    assert not UNGUIDED.forward and not UNGUIDED.backward and UNGUIDED.recurrence == 1

@@ -7,8 +7,8 @@ import importlib
 
 import pytest
 
-MODULES = ["aseguide.guidance", "aseguide.optimize", "aseguide.io", "aseguide.models.analytic",
-           "aseguide.models.conditions"]
+MODULES = ["aseguide.sampling.guidance", "aseguide.sampling.dynamics", "aseguide.sampling.writers",
+           "aseguide.models.analytic", "aseguide.models.conditions"]
 
 
 @pytest.mark.parametrize("name", MODULES)

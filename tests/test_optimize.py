@@ -446,3 +446,29 @@ def test_last_trajectory_frame_is_the_final_structure(tmp_path, tiny_model, kind
         np.testing.assert_allclose(frame.positions, atoms.positions, atol=1e-5)
         np.testing.assert_allclose(frame.cell.array, atoms.cell.array, atol=1e-5)
         assert frame.info["loss"] == pytest.approx(atoms.info["loss"], rel=1e-5)
+
+
+def test_settings_object_is_the_same_as_the_keywords():
+    from aseguide.sampling.settings import GuidanceSettings
+
+    keywords = dict(backward_strength=0.05, recurrence=2, backward_schedule="decreasing", fields=("lattice",))
+    with _opt(Trace(20.0), **keywords) as a, _opt(Trace(20.0), settings=GuidanceSettings(**keywords)) as b:
+        a.run()
+        b.run()
+        assert a.settings == b.settings and a.recurrence == 2 and a.fields == ("lattice",)
+        assert torch.equal(a.final_batch().cell, b.final_batch().cell)
+        assert a.todict() == b.todict()
+    with pytest.raises(ValueError, match=r"either as settings= or as keywords, not both: \['recurrence'\]"):
+        _opt(Trace(20.0), settings=GuidanceSettings(), recurrence=1)
+
+
+def test_every_guidance_setting_is_a_keyword():
+    import inspect
+
+    from aseguide.sampling.settings import GUIDANCE_KEYS, GuidanceSettings
+
+    parameters = inspect.signature(GuidedDiffusion).parameters
+    assert set(GUIDANCE_KEYS) <= set(parameters) and "settings" in parameters
+    defaults = GuidanceSettings()
+    with _opt(Trace(20.0)) as opt:
+        assert all(getattr(opt, name) == getattr(defaults, name) for name in GUIDANCE_KEYS)

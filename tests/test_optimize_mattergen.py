@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +11,9 @@ import torch
 pytest.importorskip("mattergen")
 
 from aseguide.constraints import VolumePerAtom  # noqa: E402
-from aseguide.guidance import diffusion_step  # noqa: E402
-from aseguide.optimize import GuidedDiffusion  # noqa: E402
+from aseguide.sampling.dynamics import GuidedDiffusion  # noqa: E402
+from aseguide.sampling.guidance import diffusion_step  # noqa: E402
+from aseguide.sampling.settings import UNGUIDED  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -74,6 +77,6 @@ def test_forward_guidance_changes_the_step_through_the_network(tiny):
     state = torch.get_rng_state()
     plain = diffusion_step(session, x, t).x
     torch.set_rng_state(state)
-    guided = diffusion_step(session, x, t, VolumePerAtom(12.0), forward_strength=0.5).x
+    guided = diffusion_step(session, x, t, VolumePerAtom(12.0), dataclasses.replace(UNGUIDED, forward_strength=0.5)).x
     assert torch.isfinite(guided.cell).all()
     assert not torch.allclose(plain.cell, guided.cell)

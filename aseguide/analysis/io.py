@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
@@ -41,15 +40,15 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from aseguide.runs.folder import read_run_config, run_structures_file
+
 __all__ = ["StructureSet", "read_structures", "read_run_config", "STRUCTURE_SUFFIXES", "cif_overlapping_sites"]
 
 #: File name endings read as structure files when a folder is given.
 STRUCTURE_SUFFIXES = (".extxyz", ".xyz", ".cif", ".traj", ".vasp", ".poscar", ".zip", ".csv")
 
-_RUN_FILE = "structures.extxyz"
 _MATTERGEN_XYZ = "generated_crystals.extxyz"
 _MATTERGEN_ZIP = "generated_crystals_cif.zip"
-_CONFIG_NAMES = ("config.yaml", "config.yml", "config.json", "run.json", "settings.json")
 
 # CSV columns copied into atoms.info when present (numbers where possible).
 _CSV_INFO_COLUMNS = (
@@ -273,45 +272,16 @@ def _read_file(path: Path, index: str | int, limit: int | None = None) -> tuple[
 
 
 def _files_of_folder(folder: Path, recursive: bool) -> list[Path]:
+    run_file = run_structures_file(folder)
+    if run_file is not None:
+        return [run_file]
     names = {p.name for p in folder.iterdir()}
-    if _RUN_FILE in names:
-        return [folder / _RUN_FILE]
     if _MATTERGEN_XYZ in names:
         return [folder / _MATTERGEN_XYZ]
     if _MATTERGEN_ZIP in names:
         return [folder / _MATTERGEN_ZIP]
     walker = folder.rglob("*") if recursive else folder.iterdir()
     return sorted(p for p in walker if p.is_file() and _is_structure_file(p))
-
-
-def read_run_config(folder: str | os.PathLike) -> dict[str, Any] | None:
-    """The run configuration stored in a run folder, or ``None`` when there is none.
-
-    Looks for ``config.yaml``, ``config.yml``, ``config.json``, ``run.json`` or
-    ``settings.json`` (first found wins).
-
-    Example
-    -------
-    >>> read_run_config("/nonexistent") is None
-    True
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    for name in _CONFIG_NAMES:
-        path = folder / name
-        if path.is_file():
-            try:
-                if name.endswith((".yaml", ".yml")):
-                    import yaml
-
-                    data = yaml.safe_load(path.read_text())
-                else:
-                    data = json.loads(path.read_text())
-            except Exception:  # noqa: BLE001 - a broken config does not stop the analysis
-                return None
-            return data if isinstance(data, dict) else None
-    return None
 
 
 def read_structures(
