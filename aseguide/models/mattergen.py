@@ -335,26 +335,6 @@ class MatterGenModel(ScoreBackend):
                                 guidance_factor=guidance_factor, device=device, precision=precision)
 
 
-def normalize_chemical_system(value: str | list[str] | tuple[str, ...]) -> list[str]:
-    """``"Li-Co-O"`` or ``["Li", "Co", "O"]`` → ``["Li", "Co", "O"]``, checking the elements.
-
-    Raises
-    ------
-    ValueError
-        Empty system or unknown element (named).
-    """
-    if isinstance(value, str):
-        elements = [e.strip() for e in value.replace(",", "-").split("-") if e.strip()]
-    else:
-        elements = [str(e).strip() for e in value]
-    if not elements:
-        raise ValueError(f"empty chemical system {value!r}")
-    symbols_to_numbers(elements)
-    if len(set(elements)) != len(elements):
-        raise ValueError(f"chemical system {value!r} repeats an element")
-    return elements
-
-
 @contextlib.contextmanager
 def _geometry_in_fp32(denoiser: torch.nn.Module, device_type: str) -> Iterator[None]:
     """Inside an autocast region, run GemNet's geometry (positions, radius graph) without autocast.
