@@ -46,7 +46,7 @@ EXIT_USAGE = 2
 
 #: Modules providing ``register(subparsers)`` for further sub-commands; a module that
 #: is not installed is skipped (any other import error is reported).
-COMMAND_MODULES: list[str] = ["aseguide.cli_generate", "aseguide.train"]
+COMMAND_MODULES: list[str] = ["aseguide.cli.generate", "aseguide.train"]
 
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
 
