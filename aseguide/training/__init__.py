@@ -1,0 +1,1 @@
+"""Training and evaluation of small MatterGen-architecture score models (``aseguide train``)."""
