@@ -1,10 +1,11 @@
 """The ``aseguide`` command line.
 
-Sub-commands are registered by modules exposing ``register(subparsers)``: the function
-adds its parser with ``subparsers.add_parser(...)`` and sets ``func`` (called with the
-parsed arguments, returning an exit code) through ``set_defaults``. ``analyze`` lives
-here; further commands (``generate``) are found through :data:`COMMAND_MODULES` or
-:func:`register_command`.
+One module per sub-command (:mod:`~aseguide.cli.analyze`, :mod:`~aseguide.cli.generate`,
+:mod:`~aseguide.cli.train`), each exposing ``register(subparsers)``: the function adds
+its parser with ``subparsers.add_parser(...)`` and sets ``func`` (called with the parsed
+arguments, returning an exit code) through ``set_defaults``. Further commands are added
+from Python with :func:`register_command`. Library code reports bad input with
+``ValueError``; the command line prints it as a usage error (exit code 2).
 
 Exit codes (stable, for scripts):
 
@@ -16,8 +17,8 @@ Exit codes (stable, for scripts):
 130   interrupted (Ctrl-C)
 ====  =========================================================================
 
-Example
--------
+Examples
+--------
 .. code-block:: console
 
     $ aseguide analyze runs/cn4 --compare runs/unguided \\
@@ -29,30 +30,20 @@ Example
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
-import traceback
-import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-__all__ = ["main", "build_parser", "register_command", "run_script", "COMMAND_MODULES",
+from aseguide.cli import analyze, generate, train
+from aseguide.cli.errors import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError, report_errors, run_script
+
+__all__ = ["main", "build_parser", "register_command", "run_script", "COMMANDS",
            "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "UsageError"]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-#: Modules providing ``register(subparsers)`` for further sub-commands; a module that
-#: is not installed is skipped (any other import error is reported).
-COMMAND_MODULES: list[str] = ["aseguide.cli.generate", "aseguide.train"]
+#: The ``register(subparsers)`` functions of the built-in sub-commands, in help order.
+COMMANDS: tuple[Callable[[argparse._SubParsersAction], object], ...] = (
+    analyze.register, generate.register, train.register)
 
 _EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
-
-
-class UsageError(Exception):
-    """Bad command-line input: reported with exit code 2."""
 
 
 def register_command(register: Callable[[argparse._SubParsersAction], None]) -> Callable:
@@ -90,226 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"aseguide {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    register_analyze(subparsers)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(subparsers)
-    for register in _EXTRA_COMMANDS:
+    for register in (*COMMANDS, *_EXTRA_COMMANDS):
         register(subparsers)
     return parser
 
 
-# ---------------------------------------------------------------------- analyze
-def _positive(kind: type = float) -> Callable[[str], float]:
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"{text!r} must be positive")
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"
-    return parse
-
-
-def _pair_threshold(text: str) -> tuple[str, float]:
-    try:
-        pair, value = text.split("=", 1)
-        a, b = pair.split("-", 1)
-        distance = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not of the form A-B=DISTANCE (e.g. C-C=1.1)") from None
-    if not distance > 0:
-        raise argparse.ArgumentTypeError(f"distance in {text!r} must be positive")
-    return f"{a}-{b}", distance
-
-
-def register_analyze(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add the ``analyze`` sub-command."""
-    p = subparsers.add_parser(
-        "analyze",
-        help="validate generated structures and write a report",
-        description=(
-            "Validation pipeline of a run (or any folder/file of structures): read, symmetrise (spglib), "
-            "screen short distances, deduplicate (RDF fingerprints), novelty against references, energies and "
-            "energy above hull, descriptors, satisfaction statistics with a one-sided two-proportion z-test "
-            "against --compare, Pareto fronts. Writes REPORT_DIR/report.html, report.md, summary.json, PNG "
-            "plots, per-structure CSV tables and the final structures (extxyz)."
-        ),
-        epilog="Exit codes: 0 success, 1 runtime failure, 2 usage error or bad input.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument("run", metavar="RUN_DIR", help="run folder, folder of structure files, or a structure file")
-    p.add_argument("--compare", metavar="OTHER_RUN", help="unguided baseline run (enables the z-tests)")
-    p.add_argument("--reference", metavar="FILES", nargs="+", action="extend", default=[],
-                   help="reference structures (files or folders; CIF, extxyz, CSV with a cif column, ...)")
-    p.add_argument("--calculator", metavar="NAME", help="energy calculator (aseguide.calculators.get_calculator): "
-                   "chgnet, mattersim, sevenn or grace; the same for generated and reference structures")
-    p.add_argument("--calculator-model", metavar="MODEL",
-                   help="model of --calculator: a pretrained name (e.g. GRACE-2L-OMAT-large-ft-AM, the default of "
-                        "grace) or a local checkpoint file / model folder")
-    p.add_argument("--device", default=None, help="device of --calculator: cpu, cuda (default: a GPU when available)")
-    p.add_argument("--hull", metavar="FILE", help="reference hull table (aseguide.calculators.ReferenceHull); "
-                   "default: hull of the references' energies")
-    p.add_argument("--hull-energy", choices=("total", "per_atom", "formation_per_atom"),
-                   help="what the energies of the --hull table are (required with --hull)")
-    p.add_argument("--hull-system", metavar="SYSTEM", default="auto",
-                   help="use only the --hull rows inside this chemical system, e.g. Li-Co-O ('auto': the "
-                        "elements of the generated structures; 'all': the whole table)")
-    p.add_argument("--out", metavar="REPORT_DIR", help="report folder (default: ./report_<RUN_DIR name>)")
-    p.add_argument("--objective", metavar="SPEC", action="append", default=[],
-                   help="objective to measure, repeatable: coordination:Co-O:4[:cutoff=2.42][:tol=0.5] or "
-                        "volume_per_atom:7.0[:tol=0.35]; a target interval is written 3..6 "
-                        "(default: objectives in the run's config)")
-    p.add_argument("--format", choices=("html", "md", "both"), default="both", help="report format")
-    g = p.add_argument_group("pipeline options")
-    g.add_argument("--symprec", type=_positive(), default=0.1, help="spglib distance tolerance (Å)")
-    g.add_argument("--angle-tolerance", type=float, default=-1.0, help="spglib angle tolerance (deg; <0: default)")
-    g.add_argument("--no-symmetrize", action="store_true", help="skip symmetrisation")
-    g.add_argument("--conventional", action="store_true", help="keep conventional instead of primitive cells")
-    g.add_argument("--distance-factor", type=_positive(), default=None,
-                   help="short contact below FACTOR x sum of covalent radii (default 0.6)")
-    g.add_argument("--pair-threshold", type=_pair_threshold, action="append", default=[], metavar="A-B=D",
-                   help="explicit short-contact threshold for a pair, e.g. C-C=1.1 (repeatable)")
-    g.add_argument("--min-distance", type=_positive(), default=None, help="absolute short-contact floor (Å)")
-    g.add_argument("--similarity-threshold", type=float, default=None,
-                   help="RDF fingerprint similarity from which structures are the same (default 0.97)")
-    g.add_argument("--structure-matcher", action="store_true",
-                   help="also deduplicate with pymatgen's StructureMatcher")
-    g.add_argument("--any-composition", action="store_true",
-                   help="allow duplicates / known matches across different compositions")
-    g.add_argument("--reference-max-ehull", type=float, default=None, metavar="EV",
-                   help="ignore references more than EV eV/atom above the hull (paper: 0.5)")
-    g.add_argument("--relax", action="store_true", help="relax before computing energies (off by default)")
-    g.add_argument("--fmax", type=_positive(), default=0.05, help="relaxation force criterion (eV/Å)")
-    g.add_argument("--limit", type=_positive(int), default=None, metavar="N",
-                   help="use only the first N structures of each input")
-    g.add_argument("--index", default=":", help="frames of multi-frame files, ASE notation (':' all, '-1' last)")
-    g.add_argument("--best", type=int, default=10, help="rows of the best-candidate table")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
-    p.set_defaults(func=run_analyze)
-    return p
-
-
-def _read(path: str | Sequence[str], what: str, index: str, limit: int | None):
-    from aseguide.analysis import read_structures
-
-    try:
-        return read_structures(path, index=index, limit=limit)
-    except (FileNotFoundError, ValueError) as exc:
-        raise UsageError(f"{what}: {exc}") from None
-
-
-def run_analyze(args: argparse.Namespace) -> int:
-    """Handler of ``aseguide analyze``; returns the exit code."""
-    from aseguide.analysis import AnalysisOptions, analyze, parse_objective
-
-    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
-    # --- everything that can be wrong with the input is checked before any compute
-    objectives = None
-    if args.objective:
-        try:
-            objectives = [parse_objective(spec) for spec in args.objective]
-        except ValueError as exc:
-            raise UsageError(f"--objective: {exc}") from None
-    overrides = {"symprec": args.symprec, "angle_tolerance": args.angle_tolerance,
-                 "symmetrize": not args.no_symmetrize, "primitive": not args.conventional,
-                 "structure_matcher": args.structure_matcher, "same_composition": not args.any_composition,
-                 "reference_max_e_above_hull": args.reference_max_ehull, "relax": args.relax, "fmax": args.fmax,
-                 "n_best": args.best, "min_distance": args.min_distance,
-                 "pair_thresholds": dict(args.pair_threshold) or None}
-    if args.distance_factor is not None:
-        overrides["distance_factor"] = args.distance_factor
-    if args.similarity_threshold is not None:
-        overrides["similarity_threshold"] = args.similarity_threshold
-    options = AnalysisOptions(**overrides)
-    try:
-        options.validate()
-        from aseguide.analysis.screening import pair_threshold
-
-        for pair in options.pair_thresholds or {}:
-            pair_threshold(*pair.split("-"), thresholds=options.pair_thresholds)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.hull is not None and not os.path.exists(args.hull):
-        raise UsageError(f"--hull: no such file: {args.hull!r}")
-    if args.hull is not None and args.hull_energy is None:
-        raise UsageError("--hull needs --hull-energy total|per_atom|formation_per_atom (a table cannot say which)")
-    say(f"reading {args.run} ...")
-    run = _read(args.run, "RUN_DIR", args.index, args.limit)
-    compare = _read(args.compare, "--compare", args.index, args.limit) if args.compare else None
-    references = _read(args.reference, "--reference", args.index, None) if args.reference else None
-    for label, s in (("RUN_DIR", run), ("--compare", compare)):
-        if s is not None and len(s) == 0:
-            detail = "; ".join(f"{src}: {msg}" for src, msg in s.errors[:3])
-            raise UsageError(f"{label}: no readable structure" + (f" ({detail})" if detail else ""))
-    out = Path(args.out) if args.out else Path.cwd() / f"report_{Path(args.run).resolve().name or 'run'}"
-
-    calculator = None
-    if args.calculator:
-        try:
-            from aseguide.calculators import get_calculator
-        except ImportError as exc:
-            print(f"aseguide analyze: error: --calculator {args.calculator!r} needs aseguide.calculators, "
-                  f"which cannot be imported ({exc})", file=sys.stderr)
-            return EXIT_FAILURE
-        kwargs = {"device": args.device}
-        if args.calculator_model is not None:
-            kwargs["model"] = args.calculator_model
-        try:
-            calculator = get_calculator(args.calculator, **kwargs)
-        except (KeyError, ValueError, FileNotFoundError) as exc:
-            raise UsageError(f"--calculator {args.calculator!r}: {exc}") from None
-    elif args.calculator_model is not None or args.device is not None:
-        raise UsageError("--calculator-model and --device need --calculator")
-    hull = None
-    if args.hull:
-        try:
-            from aseguide.calculators import ReferenceHull
-        except ImportError as exc:
-            print(f"aseguide analyze: error: --hull needs aseguide.calculators.ReferenceHull, which cannot be "
-                  f"imported ({exc})", file=sys.stderr)
-            return EXIT_FAILURE
-        system = args.hull_system
-        if system == "auto":
-            system = "-".join(sorted({s for st in (run, compare) if st is not None
-                                      for a in st for s in a.get_chemical_symbols()}))
-        kwargs = {} if system in (None, "", "all") else {"chemical_system": system}
-        try:
-            hull = ReferenceHull.from_table(args.hull, energy=args.hull_energy, **kwargs)
-        except (ValueError, KeyError, OSError) as exc:
-            raise UsageError(f"--hull {args.hull!r}: {exc}") from None
-
-    # --- compute
-    def show(message, category, filename, lineno, file=None, line=None):
-        if not args.quiet:
-            print(f"warning: {message}", file=sys.stderr)
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("always")
-        warnings.showwarning = show
-        result = analyze(run, compare=compare, references=references, objectives=objectives,
-                         calculator=calculator, hull=hull, options=options, log=say)
-        formats = ("html", "md") if args.format == "both" else (args.format,)
-        written = result.write_report(out, formats=formats)
-    if not args.quiet:
-        from aseguide.analysis.report import headline
-
-        for line in headline(result.summary):
-            print(line)
-        print(f"report: {written.get('html') or written.get('md')}")
-        print(f"summary: {written['summary']}")
-    return EXIT_OK
-
-
-# ---------------------------------------------------------------------- main
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module documentation).
 
@@ -324,47 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     prog = f"aseguide {args.command}" if getattr(args, "command", None) else "aseguide"
-    return _reporting(lambda: int(args.func(args) or EXIT_OK), prog, (UsageError,))
-
-
-def _reporting(call: Callable[[], int], prog: str, usage: tuple[type[BaseException], ...]) -> int:
-    """``call()`` with exceptions turned into the messages and exit codes of the module documentation."""
-    try:
-        return call()
-    except usage as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - any runtime failure gives exit code 1
-        if os.environ.get("ASEGUIDE_DEBUG"):
-            traceback.print_exc()
-        print(f"{prog}: error: {type(exc).__name__}: {exc} (set ASEGUIDE_DEBUG=1 for the traceback)",
-              file=sys.stderr)
-        return EXIT_FAILURE
-
-
-def run_script(function: Callable[[], object], prog: str | None = None) -> int:
-    """Run a script's ``function()`` with the messages and exit codes of ``aseguide``.
-
-    For scripts built on aseguide (``examples/*/run.py``): a :class:`ValueError` (bad
-    setting, missing model, corrupt checkpoint) prints ``PROG: error: message`` and
-    gives exit code 2, any other exception a one-line message and exit code 1 (the
-    traceback with ``ASEGUIDE_DEBUG=1``), Ctrl-C 130; success is 0.
-
-    Example
-    -------
-    >>> run_script(lambda: int("x"), prog="demo")   # prints "demo: error: invalid literal ..." to stderr
-    2
-    """
-    prog = prog or os.path.basename(sys.argv[0]) or "script"
-
-    def call() -> int:
-        function()
-        return EXIT_OK
-
-    return _reporting(call, prog, (UsageError, ValueError))
+    return report_errors(lambda: args.func(args), prog)
 
 
 if __name__ == "__main__":  # pragma: no cover

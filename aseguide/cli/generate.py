@@ -16,10 +16,32 @@ import json
 import sys
 import time
 
+from aseguide._started import STARTED
+from aseguide.cli.errors import UsageError
+from aseguide.models.conditions import PROPERTY_CONDITIONS, PropertyCondition
+
 __all__ = ["register", "run_generate"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``generate`` sub-command.
+
+    Parameters
+    ----------
+    subparsers : argparse._SubParsersAction
+        The sub-command parsers of ``aseguide``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser of ``generate``.
+
+    Examples
+    --------
+    >>> from aseguide.cli import build_parser
+    >>> build_parser().parse_args(["generate", "--seed", "3"]).seed
+    3
+    """
     p = subparsers.add_parser(
         "generate",
         help="generate guided crystal structures",
@@ -52,17 +74,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _property_conditions() -> list:
-    from aseguide.models.conditions import PROPERTY_CONDITIONS
-
+def _property_conditions() -> list[PropertyCondition]:
     return [c for name, c in PROPERTY_CONDITIONS.items() if name != "chemical_system"]
 
 
 def run_generate(args: argparse.Namespace) -> int:
-    from aseguide._started import STARTED
-
+    """Handler of ``aseguide generate``; returns the exit code."""
     begin = min(STARTED, time.perf_counter())  # the imports (torch, MatterGen) included
-    from aseguide.cli import UsageError
     from aseguide.generate import GenerateConfig, generate
 
     overrides = {key: getattr(args, key) for key in (
@@ -95,8 +113,6 @@ def run_generate(args: argparse.Namespace) -> int:
 
     try:
         summary = generate(config, resume=args.resume, progress=progress)
-    except ValueError as error:
-        raise UsageError(str(error)) from error
     finally:
         if bar is not None:
             bar.close()

@@ -61,7 +61,7 @@ def load_held_out(model_dir: str | os.PathLike, data: Sequence[str | os.PathLike
     -------
     >>> held_out = load_held_out("runs/carbon-24-small")  # doctest: +SKIP
     """
-    from aseguide.training.loop import _atoms_from_cif, read_dataset
+    from aseguide.training.data import atoms_from_cif, read_dataset
 
     split = json.loads((Path(model_dir) / "split.json").read_text())
     table = read_dataset(data or split["data"])
@@ -70,7 +70,7 @@ def load_held_out(model_dir: str | os.PathLike, data: Sequence[str | os.PathLike
         raise ValueError("the data files do not match the split (material ids differ)")
     out = []
     for _, row in rows.iterrows():
-        atoms = _atoms_from_cif(row["cif"])
+        atoms = atoms_from_cif(row["cif"])
         atoms.info["material_id"] = row["material_id"]
         if "energy_per_atom" in row:
             atoms.info["energy_per_atom"] = float(row["energy_per_atom"])
