@@ -122,12 +122,15 @@ def _read(path: str | Sequence[str], what: str, index: str, limit: int | None):
         raise UsageError(f"{what}: {exc}") from None
 
 
-def run_analyze(args: argparse.Namespace) -> int:
-    """Handler of ``aseguide analyze``; returns the exit code."""
-    from aseguide.analysis import AnalysisOptions, analyze, parse_objective
+class _MissingComponent(Exception):
+    """A component an option needs cannot be imported: a runtime failure (exit code 1)."""
 
-    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
-    # --- everything that can be wrong with the input is checked before any compute
+
+def _options(args: argparse.Namespace):
+    """The objectives (``None``: those of the run's config) and pipeline options of the flags."""
+    from aseguide.analysis import AnalysisOptions, parse_objective
+    from aseguide.analysis.screening import pair_threshold
+
     objectives = None
     if args.objective:
         try:
@@ -145,19 +148,14 @@ def run_analyze(args: argparse.Namespace) -> int:
     if args.similarity_threshold is not None:
         overrides["similarity_threshold"] = args.similarity_threshold
     options = AnalysisOptions(**overrides)
-    try:
-        options.validate()
-        from aseguide.analysis.screening import pair_threshold
+    options.validate()
+    for pair in options.pair_thresholds or {}:
+        pair_threshold(*pair.split("-"), thresholds=options.pair_thresholds)
+    return objectives, options
 
-        for pair in options.pair_thresholds or {}:
-            pair_threshold(*pair.split("-"), thresholds=options.pair_thresholds)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.hull is not None and not os.path.exists(args.hull):
-        raise UsageError(f"--hull: no such file: {args.hull!r}")
-    if args.hull is not None and args.hull_energy is None:
-        raise UsageError("--hull needs --hull-energy total|per_atom|formation_per_atom (a table cannot say which)")
-    say(f"reading {args.run} ...")
+
+def _inputs(args: argparse.Namespace):
+    """The structures of RUN_DIR, ``--compare`` and ``--reference`` (the first two non-empty)."""
     run = _read(args.run, "RUN_DIR", args.index, args.limit)
     compare = _read(args.compare, "--compare", args.index, args.limit) if args.compare else None
     references = _read(args.reference, "--reference", args.index, None) if args.reference else None
@@ -165,44 +163,72 @@ def run_analyze(args: argparse.Namespace) -> int:
         if s is not None and len(s) == 0:
             detail = "; ".join(f"{src}: {msg}" for src, msg in s.errors[:3])
             raise UsageError(f"{label}: no readable structure" + (f" ({detail})" if detail else ""))
+    return run, compare, references
+
+
+def _calculator(args: argparse.Namespace):
+    """The energy calculator of ``--calculator`` (``None`` without it)."""
+    if not args.calculator:
+        if args.calculator_model is not None or args.device is not None:
+            raise UsageError("--calculator-model and --device need --calculator")
+        return None
+    try:
+        from aseguide.calculators import get_calculator
+    except ImportError as exc:
+        raise _MissingComponent(f"--calculator {args.calculator!r} needs aseguide.calculators, "
+                                f"which cannot be imported ({exc})") from None
+    kwargs = {"device": args.device}
+    if args.calculator_model is not None:
+        kwargs["model"] = args.calculator_model
+    try:
+        return get_calculator(args.calculator, **kwargs)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"--calculator {args.calculator!r}: {exc}") from None
+
+
+def _hull(args: argparse.Namespace, run, compare):
+    """The reference hull of ``--hull`` (``None`` without it), restricted to ``--hull-system``."""
+    if not args.hull:
+        return None
+    try:
+        from aseguide.calculators import ReferenceHull
+    except ImportError as exc:
+        raise _MissingComponent(f"--hull needs aseguide.calculators.ReferenceHull, which cannot be "
+                                f"imported ({exc})") from None
+    system = args.hull_system
+    if system == "auto":
+        system = "-".join(sorted({s for st in (run, compare) if st is not None
+                                  for a in st for s in a.get_chemical_symbols()}))
+    kwargs = {} if system in (None, "", "all") else {"chemical_system": system}
+    try:
+        return ReferenceHull.from_table(args.hull, energy=args.hull_energy, **kwargs)
+    except (ValueError, KeyError, OSError) as exc:
+        raise UsageError(f"--hull {args.hull!r}: {exc}") from None
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Handler of ``aseguide analyze``; returns the exit code.
+
+    Everything that can be wrong with the input is checked before any compute.
+    """
+    from aseguide.analysis import analyze
+
+    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+    objectives, options = _options(args)
+    if args.hull is not None and not os.path.exists(args.hull):
+        raise UsageError(f"--hull: no such file: {args.hull!r}")
+    if args.hull is not None and args.hull_energy is None:
+        raise UsageError("--hull needs --hull-energy total|per_atom|formation_per_atom (a table cannot say which)")
+    say(f"reading {args.run} ...")
+    run, compare, references = _inputs(args)
     out = Path(args.out) if args.out else Path.cwd() / f"report_{Path(args.run).resolve().name or 'run'}"
+    try:
+        calculator = _calculator(args)
+        hull = _hull(args, run, compare)
+    except _MissingComponent as exc:
+        print(f"aseguide analyze: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
-    calculator = None
-    if args.calculator:
-        try:
-            from aseguide.calculators import get_calculator
-        except ImportError as exc:
-            print(f"aseguide analyze: error: --calculator {args.calculator!r} needs aseguide.calculators, "
-                  f"which cannot be imported ({exc})", file=sys.stderr)
-            return EXIT_FAILURE
-        kwargs = {"device": args.device}
-        if args.calculator_model is not None:
-            kwargs["model"] = args.calculator_model
-        try:
-            calculator = get_calculator(args.calculator, **kwargs)
-        except (KeyError, ValueError, FileNotFoundError) as exc:
-            raise UsageError(f"--calculator {args.calculator!r}: {exc}") from None
-    elif args.calculator_model is not None or args.device is not None:
-        raise UsageError("--calculator-model and --device need --calculator")
-    hull = None
-    if args.hull:
-        try:
-            from aseguide.calculators import ReferenceHull
-        except ImportError as exc:
-            print(f"aseguide analyze: error: --hull needs aseguide.calculators.ReferenceHull, which cannot be "
-                  f"imported ({exc})", file=sys.stderr)
-            return EXIT_FAILURE
-        system = args.hull_system
-        if system == "auto":
-            system = "-".join(sorted({s for st in (run, compare) if st is not None
-                                      for a in st for s in a.get_chemical_symbols()}))
-        kwargs = {} if system in (None, "", "all") else {"chemical_system": system}
-        try:
-            hull = ReferenceHull.from_table(args.hull, energy=args.hull_energy, **kwargs)
-        except (ValueError, KeyError, OSError) as exc:
-            raise UsageError(f"--hull {args.hull!r}: {exc}") from None
-
-    # --- compute
     def show(message, category, filename, lineno, file=None, line=None):
         if not args.quiet:
             print(f"warning: {message}", file=sys.stderr)

@@ -41,7 +41,7 @@ import torch
 
 from aseguide.training.card import TrainSummary, write_model_card
 from aseguide.training.config import TrainConfig
-from aseguide.training.data import prepare_data
+from aseguide.training.data import TrainingData, prepare_data
 
 __all__ = ["train", "RESUME_FILE", "RESUMABLE_CHANGES"]
 
@@ -126,13 +126,9 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
     >>> load_model("runs/tiny")                                         # doctest: +SKIP
     """
     from aseguide.models._mattergen_compat import prepare_mattergen
-    from aseguide.models.mattergen_config import lightning_module_config
 
     config.check()
     prepare_mattergen()
-    from hydra.utils import instantiate
-    from omegaconf import OmegaConf
-
     output = Path(config.output)
     (output / "checkpoints").mkdir(parents=True, exist_ok=True)
     device = _device(config.device)
@@ -145,17 +141,7 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
     train_graphs, held_graphs, density = data.train_graphs, data.held_graphs, data.density
     conversion_seconds = data.conversion_seconds
 
-    model_config = lightning_module_config(**config.model_sizes(), average_density=density,
-                                           learning_rate=config.learning_rate)
-    torch.manual_seed(config.seed)
-    module = instantiate(OmegaConf.create(model_config)["lightning_module"]).to(device)
-    diffusion_module = module.diffusion_module
-    ema = copy.deepcopy(diffusion_module).eval()
-    for p in ema.parameters():
-        p.requires_grad_(False)
-    optimizer = module.configure_optimizers()
-    if isinstance(optimizer, dict):
-        optimizer = optimizer["optimizer"]
+    model_config, diffusion_module, ema, optimizer = _build_model(config, density, device)
     num_parameters = sum(p.numel() for p in diffusion_module.parameters())
 
     generator = torch.Generator().manual_seed(config.seed)
@@ -229,18 +215,49 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
         held_losses.append((step, _held_out_loss(ema, held_graphs, config.batch_size, config.eval_batches,
                                                  config.seed)))
     save_state()
-    checkpoint = output / "checkpoints" / "last.ckpt"
-
-    window = max(1, min(50, len(losses) // 10 or 1))
-    summary = TrainSummary(
-        output=output, steps=step, seconds=seconds, num_parameters=num_parameters,
-        num_train=len(train_graphs), num_held_out=len(held_graphs), average_density=density,
-        first_loss=float(np.mean(losses[:window])), final_loss=float(np.mean(losses[-window:])),
-        held_out_loss=held_losses[-1][1], best_held_out_loss=min(v for _, v in held_losses),
-        checkpoint_bytes=checkpoint.stat().st_size,
-    )
+    summary = _summary(output, step, seconds, num_parameters, data, losses, held_losses)
     write_model_card(output / "model_card.md", config, summary, device, conversion_seconds, held_losses)
     return summary
+
+
+def _build_model(config: TrainConfig, density: float, device: torch.device) -> tuple[dict[str, Any], Any, Any, Any]:
+    """MatterGen's modules of ``config``'s sizes, seeded with ``config.seed``, on ``device``.
+
+    Returns
+    -------
+    tuple
+        The Hydra configuration (``{"lightning_module": ...}``), the diffusion module, its
+        EMA copy (no gradients) and the optimizer of MatterGen's lightning module.
+    """
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from aseguide.models.mattergen_config import lightning_module_config
+
+    model_config = lightning_module_config(**config.model_sizes(), average_density=density,
+                                           learning_rate=config.learning_rate)
+    torch.manual_seed(config.seed)
+    module = instantiate(OmegaConf.create(model_config)["lightning_module"]).to(device)
+    ema = copy.deepcopy(module.diffusion_module).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    optimizer = module.configure_optimizers()
+    if isinstance(optimizer, dict):
+        optimizer = optimizer["optimizer"]
+    return model_config, module.diffusion_module, ema, optimizer
+
+
+def _summary(output: Path, step: int, seconds: float, num_parameters: int, data: TrainingData,
+             losses: list[float], held_losses: list[tuple[int, float]]) -> TrainSummary:
+    """The :class:`TrainSummary` of a finished sitting (losses averaged over first and last steps)."""
+    window = max(1, min(50, len(losses) // 10 or 1))
+    return TrainSummary(
+        output=output, steps=step, seconds=seconds, num_parameters=num_parameters,
+        num_train=len(data.train_graphs), num_held_out=len(data.held_graphs), average_density=data.density,
+        first_loss=float(np.mean(losses[:window])), final_loss=float(np.mean(losses[-window:])),
+        held_out_loss=held_losses[-1][1], best_held_out_loss=min(v for _, v in held_losses),
+        checkpoint_bytes=(output / "checkpoints" / "last.ckpt").stat().st_size,
+    )
 
 
 def _eta(done: int, elapsed: float, steps_left: int, seconds_left: float) -> float:
