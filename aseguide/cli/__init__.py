@@ -51,8 +51,8 @@ def register_command(register: Callable[[argparse._SubParsersAction], None]) -> 
 
     Usable as a decorator.
 
-    Example
-    -------
+    Examples
+    --------
     >>> @register_command
     ... def register(subparsers):
     ...     p = subparsers.add_parser("hello", help="say hello")
@@ -67,9 +67,7 @@ def register_command(register: Callable[[argparse._SubParsersAction], None]) -> 
 
 
 def _version() -> str:
-    from aseguide import __version__
-
-    return __version__
+    return sys.modules["aseguide"].__version__  # the package root, always imported before aseguide.cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module documentation).
 
-    Example
-    -------
+    Examples
+    --------
     >>> main(["analyze", "/nonexistent/run"])   # prints the error to stderr
     2
     """

@@ -24,8 +24,8 @@ __all__ = ["register", "run_train"]
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``train`` sub-command.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from aseguide.cli import build_parser
     >>> build_parser().parse_args(["train", "--preset", "tiny", "--steps", "2"]).steps
     2

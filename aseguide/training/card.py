@@ -14,7 +14,7 @@ __all__ = ["TrainSummary", "write_model_card"]
 
 @dataclasses.dataclass
 class TrainSummary:
-    """What :func:`train` did (also written to ``model_card.md``)."""
+    """What :func:`aseguide.training.loop.train` did (also written to ``model_card.md``)."""
 
     output: Path
     steps: int
@@ -32,6 +32,23 @@ class TrainSummary:
 
 def write_model_card(path: Path, config: TrainConfig, summary: TrainSummary, device: torch.device,
                       conversion_seconds: float, held_losses: list[tuple[int, float]]) -> None:
+    """Write ``model_card.md``: data, split, model sizes, training settings and losses.
+
+    Parameters
+    ----------
+    path : pathlib.Path
+        The file to write.
+    config : TrainConfig
+        Settings of the run.
+    summary : TrainSummary
+        What the run did.
+    device : torch.device
+        Where it ran.
+    conversion_seconds : float
+        Wall time of the data conversion.
+    held_losses : list of (int, float)
+        Held-out loss by step (the last ten are written).
+    """
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     curve = ", ".join(f"{s}: {v:.4g}" for s, v in held_losses[-10:])
     lines = [

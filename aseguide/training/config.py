@@ -97,8 +97,8 @@ class TrainConfig:
     def tiny(cls, **overrides: Any) -> TrainConfig:
         """A configuration that trains in seconds on a CPU (tests, smoke runs).
 
-        Example
-        -------
+        Examples
+        --------
         >>> TrainConfig.tiny(steps=3).hidden_dim
         16
         """
@@ -112,8 +112,8 @@ class TrainConfig:
     def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
         """Build from a mapping; ``preset: tiny`` starts from :meth:`tiny`. Unknown keys raise ``ValueError``.
 
-        Example
-        -------
+        Examples
+        --------
         >>> TrainConfig.from_dict({"preset": "tiny", "steps": 2}).steps
         2
         """

@@ -39,8 +39,8 @@ def read_dataset(paths: Sequence[str | os.PathLike]):
     -------
     pandas.DataFrame
 
-    Example
-    -------
+    Examples
+    --------
     >>> table = read_dataset(DEFAULT_DATA)  # doctest: +SKIP
     >>> len(table)                          # doctest: +SKIP
     4062
@@ -64,8 +64,8 @@ def read_dataset(paths: Sequence[str | os.PathLike]):
 def split_indices(n: int, held_out: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Seeded, disjoint (training rows, held-out rows), each sorted.
 
-    Example
-    -------
+    Examples
+    --------
     >>> train_rows, test_rows = split_indices(10, 3, seed=0)
     >>> len(train_rows), len(test_rows), len(set(train_rows) & set(test_rows))
     (7, 3, 0)
@@ -87,8 +87,8 @@ def atoms_from_cif(text: str):
 def average_density(cifs: Sequence[str]) -> float:
     """Mean number density (atoms/Å^3) over structures given as CIF texts.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> import io
     >>> from ase.io import write
@@ -112,8 +112,8 @@ def to_chemgraphs(table, cache_dir: str | os.PathLike) -> list:
     here once. (``set_chemical_system`` is left out: the model is unconditional, and a
     multi-hot ``chemical_system`` field breaks MatterGen's element mask in eval mode.)
 
-    Example
-    -------
+    Examples
+    --------
     >>> graphs = to_chemgraphs(read_dataset(DEFAULT_DATA).head(2), "cache")  # doctest: +SKIP
     """
     from aseguide.models._mattergen_compat import prepare_mattergen
@@ -139,8 +139,8 @@ def to_chemgraphs(table, cache_dir: str | os.PathLike) -> list:
 def chemgraph_to_atoms(graph):
     """An :class:`ase.Atoms` of one (unbatched) ChemGraph (fractional positions, cell in Å).
 
-    Example
-    -------
+    Examples
+    --------
     >>> atoms = chemgraph_to_atoms(to_chemgraphs(table.head(1), "cache")[0])  # doctest: +SKIP
     """
     from ase import Atoms

@@ -1,7 +1,7 @@
 """Evaluation of an (unguided) generative model against held-out data.
 
 :func:`evaluate_model` compares generated structures with a reference set (the
-held-out split written by :mod:`aseguide.train`) on the metrics below, each
+held-out split written by :mod:`aseguide.training`) on the metrics below, each
 computed with :mod:`aseguide.analysis`:
 
 * fraction passing the short-distance screen (:func:`~aseguide.analysis.screen_distances`,
@@ -18,8 +18,8 @@ Results go to ``OUT/metrics.json`` and PNG files. On the command line::
 
     python -m aseguide.evaluation runs/carbon/unguided --model-dir MODEL_DIR --out eval/
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> ref = [bulk("C", "diamond", a=3.567)]
 >>> metrics = evaluate_model(ref, ref, calculator=None)
@@ -43,7 +43,7 @@ __all__ = ["evaluate_model", "load_held_out", "main"]
 
 
 def load_held_out(model_dir: str | os.PathLike, data: Sequence[str | os.PathLike] | None = None) -> list[Atoms]:
-    """The held-out structures of a model trained by :mod:`aseguide.train` (from its ``split.json``).
+    """The held-out structures of a model trained by :mod:`aseguide.training` (from its ``split.json``).
 
     Parameters
     ----------
@@ -57,8 +57,8 @@ def load_held_out(model_dir: str | os.PathLike, data: Sequence[str | os.PathLike
     list of ase.Atoms
         With ``info["material_id"]`` and, when present, ``info["energy_per_atom"]`` (the data's DFT value).
 
-    Example
-    -------
+    Examples
+    --------
     >>> held_out = load_held_out("runs/carbon-24-small")  # doctest: +SKIP
     """
     from aseguide.training.data import atoms_from_cif, read_dataset
@@ -136,8 +136,8 @@ def evaluate_model(
         reference values, distributions also the Wasserstein distance; ``plots``
         lists the files written.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> m = evaluate_model([bulk("C", "diamond", a=3.567)], [bulk("C", "diamond", a=3.7)], calculator=None)
     >>> m["volume_per_atom"]["wasserstein"] > 0
@@ -216,8 +216,8 @@ def evaluate_model(
 def main(argv: Sequence[str] | None = None) -> Mapping[str, Any]:
     """Command line: ``python -m aseguide.evaluation GENERATED (--model-dir DIR | --reference REF) --out OUT``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> main(["runs/unguided", "--model-dir", "runs/carbon-24-small", "--out", "eval"])  # doctest: +SKIP
     """
     from aseguide.analysis import read_structures

@@ -20,8 +20,8 @@ Output (``output`` folder), MatterGen's checkpoint layout plus records::
     train_log.csv             step, seconds, training loss, held-out loss
     model_card.md             data, split, sizes, parameters, steps, time, losses
 
-Example
--------
+Examples
+--------
 >>> config = TrainConfig.tiny(output="runs/tiny-carbon", subset=32, steps=2)  # doctest: +SKIP
 >>> summary = train(config)                                                   # doctest: +SKIP
 """
@@ -120,8 +120,8 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
     -------
     TrainSummary
 
-    Example
-    -------
+    Examples
+    --------
     >>> summary = train(TrainConfig.tiny(output="runs/tiny", steps=2))  # doctest: +SKIP
     >>> load_model("runs/tiny")                                         # doctest: +SKIP
     """
