@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="train a small MatterGen score model (carbon_24 by default)",
         description="Train a MatterGen-architecture score model with MatterGen's own modules and save it in "
                     "MatterGen's checkpoint layout (loadable by load_model). Settings from CONFIG (YAML, keys of "
-                    "aseguide.training.config.TrainConfig, optional 'preset: tiny') and/or flags (flags win).",
+                    "aseguide.training.TrainConfig, optional 'preset: tiny') and/or flags (flags win).",
     )
     p.add_argument("config", nargs="?", help="YAML configuration file (e.g. examples/carbon/train.yaml)")
     p.add_argument("--preset", choices=["default", "tiny"], help="'tiny': a CPU smoke run in seconds")
