@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 from conftest import shared_data
 
-from aseguide.evaluation import evaluate_model, load_held_out
+from aseguide.training.evaluation import evaluate_model, load_held_out
 
 
 @pytest.fixture(scope="module")
 def held_out():
-    from aseguide.train import _atoms_from_cif, read_dataset
+    from aseguide.training.data import atoms_from_cif, read_dataset
 
     table = read_dataset([shared_data("carbon_24", "test.csv")]).iloc[::100]  # 21 structures
-    return [_atoms_from_cif(cif) for cif in table["cif"]]
+    return [atoms_from_cif(cif) for cif in table["cif"]]
 
 
 def _perturbed(structures, seed=0):
@@ -67,7 +67,7 @@ def test_energies_with_a_calculator(held_out):
 
 
 def test_held_out_set_from_split_file(tmp_path):
-    from aseguide.train import read_dataset, split_indices
+    from aseguide.training.data import read_dataset, split_indices
 
     data = [str(shared_data("carbon_24", "val.csv"))]
     table = read_dataset(data)

@@ -139,7 +139,7 @@ def _check_train_command(words: list[str]) -> None:
     import yaml
 
     from aseguide.cli import build_parser
-    from aseguide.train import TrainConfig
+    from aseguide.training.config import TrainConfig
 
     args = build_parser().parse_args(words)
     config = TrainConfig.from_dict(yaml.safe_load((ROOT / args.config).read_text()))

@@ -13,7 +13,8 @@ pytest.importorskip("mattergen")
 
 from conftest import shared_data  # noqa: E402
 
-from aseguide.train import TrainConfig, split_indices  # noqa: E402
+from aseguide.training.config import TrainConfig  # noqa: E402
+from aseguide.training.data import split_indices  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -95,13 +96,13 @@ def test_data_conversion_round_trips_real_structures(tmp_path):
     from pymatgen.analysis.structure_matcher import StructureMatcher
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from aseguide.train import _atoms_from_cif, chemgraph_to_atoms, read_dataset, to_chemgraphs
+    from aseguide.training.data import atoms_from_cif, chemgraph_to_atoms, read_dataset, to_chemgraphs
 
     table = read_dataset([shared_data("carbon_24", "test.csv")]).iloc[[0, 7, 100, 1000, 2000]]
     graphs = to_chemgraphs(table, tmp_path)
     matcher = StructureMatcher()
     for cif, graph in zip(table["cif"], graphs):
-        original, converted = _atoms_from_cif(cif), chemgraph_to_atoms(graph)
+        original, converted = atoms_from_cif(cif), chemgraph_to_atoms(graph)
         assert converted.get_volume() / len(converted) == pytest.approx(original.get_volume() / len(original),
                                                                          rel=1e-4)
         assert matcher.fit(AseAtomsAdaptor.get_structure(original), AseAtomsAdaptor.get_structure(converted))

@@ -36,7 +36,7 @@ def packaged_model_path(name: str) -> Path | None:
     if (path / "config.yaml").is_file():
         return path
     if name in RANDOM_MODELS:
-        from aseguide.testing import make_tiny_model
+        from aseguide.models.tiny import make_tiny_model
 
         target = _cache_dir() / name
         if not (target / "checkpoints" / "last.ckpt").is_file():

@@ -1,110 +1,25 @@
-"""The ``aseguide`` command line.
+"""``aseguide analyze``: the validation pipeline of a run, written as a report.
 
-Sub-commands are registered by modules exposing ``register(subparsers)``: the function
-adds its parser with ``subparsers.add_parser(...)`` and sets ``func`` (called with the
-parsed arguments, returning an exit code) through ``set_defaults``. ``analyze`` lives
-here; further commands (``generate``) are found through :data:`COMMAND_MODULES` or
-:func:`register_command`.
-
-Exit codes (stable, for scripts):
-
-====  =========================================================================
-0     success (also ``--help`` and ``--version``)
-1     runtime failure (a calculation failed, a needed component is missing)
-2     usage error or bad input (unknown option, bad value, missing or empty
-      input, no readable structure); the message names the offending value
-130   interrupted (Ctrl-C)
-====  =========================================================================
-
-Example
--------
 .. code-block:: console
 
     $ aseguide analyze runs/cn4 --compare runs/unguided \\
           --objective coordination:C-C:4:cutoff=1.8 --out report
-    $ echo $?
-    0
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
-import traceback
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "register_command", "run_script", "COMMAND_MODULES",
-           "EXIT_OK", "EXIT_FAILURE", "EXIT_USAGE", "UsageError"]
+from aseguide.cli.errors import EXIT_FAILURE, EXIT_OK, UsageError
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-
-#: Modules providing ``register(subparsers)`` for further sub-commands; a module that
-#: is not installed is skipped (any other import error is reported).
-COMMAND_MODULES: list[str] = ["aseguide.cli_generate", "aseguide.train"]
-
-_EXTRA_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = []
+__all__ = ["register", "run_analyze"]
 
 
-class UsageError(Exception):
-    """Bad command-line input: reported with exit code 2."""
-
-
-def register_command(register: Callable[[argparse._SubParsersAction], None]) -> Callable:
-    """Add a sub-command from Python: ``register(subparsers)`` is called by :func:`build_parser`.
-
-    Usable as a decorator.
-
-    Example
-    -------
-    >>> @register_command
-    ... def register(subparsers):
-    ...     p = subparsers.add_parser("hello", help="say hello")
-    ...     p.set_defaults(func=lambda args: print("hello") or 0)
-    >>> main(["hello"])
-    hello
-    0
-    >>> _ = _EXTRA_COMMANDS.remove(register)
-    """
-    _EXTRA_COMMANDS.append(register)
-    return register
-
-
-def _version() -> str:
-    from aseguide import __version__
-
-    return __version__
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``aseguide`` argument parser with every registered sub-command."""
-    parser = argparse.ArgumentParser(
-        prog="aseguide",
-        description="Training-free universal guidance for crystal diffusion models, the ASE way.",
-        epilog="Exit codes: 0 success, 1 runtime failure, 2 usage error or bad input.",
-    )
-    parser.add_argument("--version", action="version", version=f"aseguide {_version()}")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    register_analyze(subparsers)
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        module.register(subparsers)
-    for register in _EXTRA_COMMANDS:
-        register(subparsers)
-    return parser
-
-
-# ---------------------------------------------------------------------- analyze
 def _positive(kind: type = float) -> Callable[[str], float]:
     def parse(text: str):
         try:
@@ -131,7 +46,7 @@ def _pair_threshold(text: str) -> tuple[str, float]:
     return f"{a}-{b}", distance
 
 
-def register_analyze(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``analyze`` sub-command."""
     p = subparsers.add_parser(
         "analyze",
@@ -207,12 +122,15 @@ def _read(path: str | Sequence[str], what: str, index: str, limit: int | None):
         raise UsageError(f"{what}: {exc}") from None
 
 
-def run_analyze(args: argparse.Namespace) -> int:
-    """Handler of ``aseguide analyze``; returns the exit code."""
-    from aseguide.analysis import AnalysisOptions, analyze, parse_objective
+class _MissingComponent(Exception):
+    """A component an option needs cannot be imported: a runtime failure (exit code 1)."""
 
-    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
-    # --- everything that can be wrong with the input is checked before any compute
+
+def _options(args: argparse.Namespace):
+    """The objectives (``None``: those of the run's config) and pipeline options of the flags."""
+    from aseguide.analysis import AnalysisOptions, parse_objective
+    from aseguide.analysis.screening import pair_threshold
+
     objectives = None
     if args.objective:
         try:
@@ -230,19 +148,14 @@ def run_analyze(args: argparse.Namespace) -> int:
     if args.similarity_threshold is not None:
         overrides["similarity_threshold"] = args.similarity_threshold
     options = AnalysisOptions(**overrides)
-    try:
-        options.validate()
-        from aseguide.analysis.screening import pair_threshold
+    options.validate()
+    for pair in options.pair_thresholds or {}:
+        pair_threshold(*pair.split("-"), thresholds=options.pair_thresholds)
+    return objectives, options
 
-        for pair in options.pair_thresholds or {}:
-            pair_threshold(*pair.split("-"), thresholds=options.pair_thresholds)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.hull is not None and not os.path.exists(args.hull):
-        raise UsageError(f"--hull: no such file: {args.hull!r}")
-    if args.hull is not None and args.hull_energy is None:
-        raise UsageError("--hull needs --hull-energy total|per_atom|formation_per_atom (a table cannot say which)")
-    say(f"reading {args.run} ...")
+
+def _inputs(args: argparse.Namespace):
+    """The structures of RUN_DIR, ``--compare`` and ``--reference`` (the first two non-empty)."""
     run = _read(args.run, "RUN_DIR", args.index, args.limit)
     compare = _read(args.compare, "--compare", args.index, args.limit) if args.compare else None
     references = _read(args.reference, "--reference", args.index, None) if args.reference else None
@@ -250,44 +163,72 @@ def run_analyze(args: argparse.Namespace) -> int:
         if s is not None and len(s) == 0:
             detail = "; ".join(f"{src}: {msg}" for src, msg in s.errors[:3])
             raise UsageError(f"{label}: no readable structure" + (f" ({detail})" if detail else ""))
+    return run, compare, references
+
+
+def _calculator(args: argparse.Namespace):
+    """The energy calculator of ``--calculator`` (``None`` without it)."""
+    if not args.calculator:
+        if args.calculator_model is not None or args.device is not None:
+            raise UsageError("--calculator-model and --device need --calculator")
+        return None
+    try:
+        from aseguide.calculators import get_calculator
+    except ImportError as exc:
+        raise _MissingComponent(f"--calculator {args.calculator!r} needs aseguide.calculators, "
+                                f"which cannot be imported ({exc})") from None
+    kwargs = {"device": args.device}
+    if args.calculator_model is not None:
+        kwargs["model"] = args.calculator_model
+    try:
+        return get_calculator(args.calculator, **kwargs)
+    except (KeyError, ValueError, FileNotFoundError) as exc:
+        raise UsageError(f"--calculator {args.calculator!r}: {exc}") from None
+
+
+def _hull(args: argparse.Namespace, run, compare):
+    """The reference hull of ``--hull`` (``None`` without it), restricted to ``--hull-system``."""
+    if not args.hull:
+        return None
+    try:
+        from aseguide.calculators import ReferenceHull
+    except ImportError as exc:
+        raise _MissingComponent(f"--hull needs aseguide.calculators.ReferenceHull, which cannot be "
+                                f"imported ({exc})") from None
+    system = args.hull_system
+    if system == "auto":
+        system = "-".join(sorted({s for st in (run, compare) if st is not None
+                                  for a in st for s in a.get_chemical_symbols()}))
+    kwargs = {} if system in (None, "", "all") else {"chemical_system": system}
+    try:
+        return ReferenceHull.from_table(args.hull, energy=args.hull_energy, **kwargs)
+    except (ValueError, KeyError, OSError) as exc:
+        raise UsageError(f"--hull {args.hull!r}: {exc}") from None
+
+
+def run_analyze(args: argparse.Namespace) -> int:
+    """Handler of ``aseguide analyze``; returns the exit code.
+
+    Everything that can be wrong with the input is checked before any compute.
+    """
+    from aseguide.analysis import analyze
+
+    say = (lambda message: None) if args.quiet else (lambda message: print(message, file=sys.stderr))
+    objectives, options = _options(args)
+    if args.hull is not None and not os.path.exists(args.hull):
+        raise UsageError(f"--hull: no such file: {args.hull!r}")
+    if args.hull is not None and args.hull_energy is None:
+        raise UsageError("--hull needs --hull-energy total|per_atom|formation_per_atom (a table cannot say which)")
+    say(f"reading {args.run} ...")
+    run, compare, references = _inputs(args)
     out = Path(args.out) if args.out else Path.cwd() / f"report_{Path(args.run).resolve().name or 'run'}"
+    try:
+        calculator = _calculator(args)
+        hull = _hull(args, run, compare)
+    except _MissingComponent as exc:
+        print(f"aseguide analyze: error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
 
-    calculator = None
-    if args.calculator:
-        try:
-            from aseguide.calculators import get_calculator
-        except ImportError as exc:
-            print(f"aseguide analyze: error: --calculator {args.calculator!r} needs aseguide.calculators, "
-                  f"which cannot be imported ({exc})", file=sys.stderr)
-            return EXIT_FAILURE
-        kwargs = {"device": args.device}
-        if args.calculator_model is not None:
-            kwargs["model"] = args.calculator_model
-        try:
-            calculator = get_calculator(args.calculator, **kwargs)
-        except (KeyError, ValueError, FileNotFoundError) as exc:
-            raise UsageError(f"--calculator {args.calculator!r}: {exc}") from None
-    elif args.calculator_model is not None or args.device is not None:
-        raise UsageError("--calculator-model and --device need --calculator")
-    hull = None
-    if args.hull:
-        try:
-            from aseguide.calculators import ReferenceHull
-        except ImportError as exc:
-            print(f"aseguide analyze: error: --hull needs aseguide.calculators.ReferenceHull, which cannot be "
-                  f"imported ({exc})", file=sys.stderr)
-            return EXIT_FAILURE
-        system = args.hull_system
-        if system == "auto":
-            system = "-".join(sorted({s for st in (run, compare) if st is not None
-                                      for a in st for s in a.get_chemical_symbols()}))
-        kwargs = {} if system in (None, "", "all") else {"chemical_system": system}
-        try:
-            hull = ReferenceHull.from_table(args.hull, energy=args.hull_energy, **kwargs)
-        except (ValueError, KeyError, OSError) as exc:
-            raise UsageError(f"--hull {args.hull!r}: {exc}") from None
-
-    # --- compute
     def show(message, category, filename, lineno, file=None, line=None):
         if not args.quiet:
             print(f"warning: {message}", file=sys.stderr)
@@ -307,65 +248,3 @@ def run_analyze(args: argparse.Namespace) -> int:
         print(f"report: {written.get('html') or written.get('md')}")
         print(f"summary: {written['summary']}")
     return EXIT_OK
-
-
-# ---------------------------------------------------------------------- main
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code (see the module documentation).
-
-    Example
-    -------
-    >>> main(["analyze", "/nonexistent/run"])   # prints the error to stderr
-    2
-    """
-    parser = build_parser()
-    args = parser.parse_args(argv)  # exits with 2 on usage errors, 0 on --help / --version
-    if getattr(args, "func", None) is None:
-        parser.print_help(sys.stderr)
-        return EXIT_USAGE
-    prog = f"aseguide {args.command}" if getattr(args, "command", None) else "aseguide"
-    return _reporting(lambda: int(args.func(args) or EXIT_OK), prog, (UsageError,))
-
-
-def _reporting(call: Callable[[], int], prog: str, usage: tuple[type[BaseException], ...]) -> int:
-    """``call()`` with exceptions turned into the messages and exit codes of the module documentation."""
-    try:
-        return call()
-    except usage as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - any runtime failure gives exit code 1
-        if os.environ.get("ASEGUIDE_DEBUG"):
-            traceback.print_exc()
-        print(f"{prog}: error: {type(exc).__name__}: {exc} (set ASEGUIDE_DEBUG=1 for the traceback)",
-              file=sys.stderr)
-        return EXIT_FAILURE
-
-
-def run_script(function: Callable[[], object], prog: str | None = None) -> int:
-    """Run a script's ``function()`` with the messages and exit codes of ``aseguide``.
-
-    For scripts built on aseguide (``examples/*/run.py``): a :class:`ValueError` (bad
-    setting, missing model, corrupt checkpoint) prints ``PROG: error: message`` and
-    gives exit code 2, any other exception a one-line message and exit code 1 (the
-    traceback with ``ASEGUIDE_DEBUG=1``), Ctrl-C 130; success is 0.
-
-    Example
-    -------
-    >>> run_script(lambda: int("x"), prog="demo")   # prints "demo: error: invalid literal ..." to stderr
-    2
-    """
-    prog = prog or os.path.basename(sys.argv[0]) or "script"
-
-    def call() -> int:
-        function()
-        return EXIT_OK
-
-    return _reporting(call, prog, (UsageError, ValueError))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
