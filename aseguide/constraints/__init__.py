@@ -26,10 +26,9 @@ import ase.constraints as _ase_constraints
 
 from aseguide.constraints.base import (
     PENALTIES,
+    BaseObjective,
     Objective,
     ScalarObjective,
-    Target,
-    distance_to_target,
     energy_forces_stress,
     objective_from_dict,
     penalty,
@@ -48,12 +47,15 @@ from aseguide.constraints.coordination import (
 )
 from aseguide.constraints.distance import MinDistance
 from aseguide.constraints.energy import EnergyAboveHull
+from aseguide.constraints.target import Target, TargetLike, distance_to_target
 from aseguide.constraints.volume import Volume, VolumePerAtom
 
 __all__ = [
     "Objective",
+    "BaseObjective",
     "ScalarObjective",
     "Target",
+    "TargetLike",
     "distance_to_target",
     "penalty",
     "energy_forces_stress",
@@ -108,11 +110,4 @@ def register_with_ase() -> None:
             _ase_constraints.__all__.append(cls.__name__)
 
 
-register_with_ase()
-
-# energy above hull
-from aseguide.constraints.energy import EnergyAboveHull  # noqa: E402
-
-__all__.append("EnergyAboveHull")
-OBJECTIVE_CLASSES = OBJECTIVE_CLASSES + (EnergyAboveHull,)
 register_with_ase()

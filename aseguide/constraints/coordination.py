@@ -39,7 +39,7 @@ import torch
 from ase.data import chemical_symbols, covalent_radii
 
 from aseguide.constraints.base import (
-    Objective,
+    BaseObjective,
     ScalarObjective,
     _check_number,
     penalty,
@@ -358,7 +358,7 @@ def wasserstein_distance_1d(p: torch.Tensor, q: torch.Tensor, spacing: float = 1
     return spacing * (torch.cumsum(p, -1) - torch.cumsum(q, -1)).abs()[..., :-1].sum(-1)
 
 
-class CoordinationDistribution(Objective):
+class CoordinationDistribution(BaseObjective):
     """Distance between the distribution of per-atom soft counts and a desired one.
 
     The soft counts ``C_i`` of the centre atoms (as in :class:`Coordination`) are put
