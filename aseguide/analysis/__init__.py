@@ -62,14 +62,17 @@ from aseguide.analysis.fingerprint import (
     similarity_matrix,
 )
 from aseguide.analysis.io import StructureSet, read_run_config, read_structures
+from aseguide.analysis.options import AnalysisOptions
 from aseguide.analysis.pareto import dominates, pareto_fronts
-from aseguide.analysis.pipeline import AnalysisOptions, AnalysisResult, SetResult, analyze, compare_settings
+from aseguide.analysis.pipeline import analyze
+from aseguide.analysis.results import AnalysisResult, SetResult
 from aseguide.analysis.screening import (
     DEFAULT_DISTANCE_FACTOR,
     DistanceScreen,
     pair_threshold,
     screen_distances,
 )
+from aseguide.analysis.stages import compare_settings
 from aseguide.analysis.stats import KDEResult, histogram, kde, silverman_factor, two_proportion_ztest
 from aseguide.analysis.symmetry import spacegroup_number, spacegroup_symbol, symmetrize
 

@@ -33,16 +33,22 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from aseguide.analysis.plots import plot_counts, plot_distributions, plot_kde2d, plot_pareto
 
-if TYPE_CHECKING:  # pragma: no cover
-    from aseguide.analysis.pipeline import AnalysisResult
-
 __all__ = ["write_report", "headline"]
+
+
+class AnalysisResult(Protocol):
+    """What the report reads of an :class:`aseguide.analysis.AnalysisResult`."""
+
+    sets: dict[str, Any]
+    summary: dict[str, Any]
+    objectives: list[Any]
+    pareto: dict[str, np.ndarray]
 
 _STEP_NAMES = {
     "read": "read", "unreadable": "unreadable files", "symmetrised": "symmetrised",
