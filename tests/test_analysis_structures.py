@@ -361,7 +361,7 @@ def test_neighbor_pairs_on_an_absurdly_large_cell_is_cheap():
     allocate tens of GB for them, so such cells use ASE's search (same pairs)."""
     from ase import Atoms
 
-    from aseguide.analysis._neighbors import neighbor_pairs
+    from aseguide.constraints._neighbor_pairs import neighbor_pairs
 
     huge = Atoms("C3", scaled_positions=[[0, 0, 0], [0.1, 0, 0], [0.5, 0.5, 0.5]],
                  cell=[5923.0, 2757.0, 2566.0], pbc=True)

@@ -33,8 +33,8 @@ import numpy as np
 from ase import Atoms
 from ase.data import chemical_symbols, covalent_radii
 
-from aseguide.analysis._neighbors import neighbor_pairs
 from aseguide.analysis.screening import _number
+from aseguide.constraints._neighbor_pairs import neighbor_pairs
 
 __all__ = [
     "coordination_numbers",

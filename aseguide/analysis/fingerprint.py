@@ -43,7 +43,7 @@ from ase.data import chemical_symbols
 from scipy import sparse
 from scipy.special import erf
 
-from aseguide.analysis._neighbors import neighbor_pairs
+from aseguide.constraints._neighbor_pairs import neighbor_pairs
 
 __all__ = [
     "Fingerprints",

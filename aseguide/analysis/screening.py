@@ -25,7 +25,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 
-from aseguide.analysis._neighbors import neighbor_pairs
+from aseguide.constraints._neighbor_pairs import neighbor_pairs
 
 __all__ = ["DistanceScreen", "pair_threshold", "screen_distances", "DEFAULT_DISTANCE_FACTOR"]
 
