@@ -14,7 +14,7 @@ step   function                                 what
 6      :func:`compute_energies`,                any ASE calculator; any hull object
        :func:`energies_above_hull`
 7      :func:`evaluate_objectives`,             hard coordination counts, volume per atom
-       :class:`HardCoordination`, ...
+       :class:`HardView`                        (the constraints' objectives, hard descriptors)
 8      :func:`two_proportion_ztest`, :func:`kde`  statistics
 9      :func:`pareto_fronts`                    numbered non-dominated fronts
 =====  ======================================  ==========================================
@@ -34,13 +34,14 @@ Example
 
 from aseguide.analysis.descriptors import (
     HardCoordination,
+    HardView,
     VolumePerAtomTarget,
     combined_loss,
     coordination_numbers,
     default_cutoff,
     evaluate_objectives,
+    hard_objective,
     mean_coordination,
-    objective_from_dict,
     parse_objective,
     volume_per_atom,
 )
@@ -85,6 +86,7 @@ __all__ = [
     "DistanceScreen",
     "Fingerprints",
     "HardCoordination",
+    "HardView",
     "KDEResult",
     "NoveltyResult",
     "PhaseDiagramHull",
@@ -106,7 +108,7 @@ __all__ = [
     "kde",
     "mean_coordination",
     "novelty",
-    "objective_from_dict",
+    "hard_objective",
     "pair_threshold",
     "pareto_fronts",
     "parse_objective",
@@ -123,3 +125,14 @@ __all__ = [
     "two_proportion_ztest",
     "volume_per_atom",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "objective_from_dict":  # former name of hard_objective
+        import warnings
+
+        warnings.warn("aseguide.analysis.objective_from_dict is deprecated; use aseguide.analysis.hard_objective "
+                      "(aseguide.constraints.objective_from_dict rebuilds the objectives themselves)",
+                      DeprecationWarning, stacklevel=2)
+        return hard_objective
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

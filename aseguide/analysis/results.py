@@ -144,7 +144,8 @@ def _plain_tree(x: Any) -> Any:
         return [_plain_tree(v) for v in x.tolist()]
     if hasattr(x, "tolist") and not isinstance(x, (str, bytes)):
         try:
-            return _plain(x.tolist())
+            value = x.tolist()
         except Exception:  # noqa: BLE001
             return str(x)
+        return _plain_tree(value) if isinstance(value, (list, tuple, dict)) else _plain(value)
     return _plain(x)

@@ -43,10 +43,10 @@ import numpy as np
 from ase import Atoms
 
 from aseguide.analysis.descriptors import (
-    VolumePerAtomTarget,
+    HardView,
     combined_loss,
     evaluate_objectives,
-    objective_from_dict,
+    hard_objective,
     objective_name,
     volume_per_atom,
 )
@@ -159,7 +159,7 @@ def _objectives_from_config(config: dict | None) -> list[Any]:
             if all(isinstance(v, dict) for v in raw.values()) else [raw]
     out = []
     for item in raw if isinstance(raw, list) else []:
-        obj = objective_from_dict(item) if isinstance(item, dict) else None
+        obj = hard_objective(item) if isinstance(item, dict) else None
         if obj is not None:
             out.append(obj)
     return out
@@ -237,8 +237,15 @@ def _objective_record(obj: Any, name: str) -> dict[str, Any]:
     tol = getattr(obj, "tolerance", None)
     if tol is not None:
         rec["tolerance"] = _plain(tol)
-    rec["kind"] = "volume" if isinstance(obj, VolumePerAtomTarget) else type(obj).__name__
+    rec["kind"] = _kind(obj)
     return rec
+
+
+def _kind(obj: Any) -> str:
+    """``volume``, ``HardCoordination`` (hard views) or the objective's class name."""
+    if isinstance(obj, HardView):
+        return "volume" if obj.name == "volume_per_atom" else "HardCoordination"
+    return type(obj).__name__
 
 
 def _path_of(value: Any) -> str:

@@ -47,6 +47,7 @@ from aseguide.constraints.coordination import (
 )
 from aseguide.constraints.distance import MinDistance
 from aseguide.constraints.energy import EnergyAboveHull
+from aseguide.constraints.hard import coordination_numbers, mean_coordination, volume_per_atom
 from aseguide.constraints.target import Target, TargetLike, distance_to_target
 from aseguide.constraints.volume import Volume, VolumePerAtom
 
@@ -69,6 +70,9 @@ __all__ = [
     "Combined",
     "EnergyAboveHull",
     "default_cutoff",
+    "coordination_numbers",
+    "mean_coordination",
+    "volume_per_atom",
     "jensen_shannon_divergence",
     "wasserstein_distance_1d",
     "KERNELS",

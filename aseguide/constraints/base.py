@@ -366,6 +366,32 @@ class ScalarObjective(BaseObjective):
     def satisfied_tensor(self, batch: CrystalBatch) -> torch.Tensor:
         return self.target.distance(self.descriptor_tensor(batch)) <= self.tolerance
 
+    # -- hard (discrete) views, for validation ---------------------------------------------
+    def hard_descriptor(self, structures: StructuresLike) -> np.ndarray:
+        """The descriptor by its plain, non-smoothed definition (numpy float64, ``(S,)``).
+
+        Implemented by the objectives the analysis validates with a discrete
+        definition (hard coordination counts, volume per atom).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no hard descriptor")
+
+    def hard_loss(self, structures: StructuresLike) -> np.ndarray:
+        """Distance of :meth:`hard_descriptor` to the target set (``nan`` stays ``nan``)."""
+        return self.target.distance_numpy(self.hard_descriptor(structures))
+
+    def hard_satisfied(self, structures: StructuresLike) -> np.ndarray:
+        """:meth:`hard_loss` within ``tolerance`` (bool; ``False`` where undefined).
+
+        Examples
+        --------
+        >>> from ase.build import bulk
+        >>> from aseguide.constraints import VolumePerAtom
+        >>> VolumePerAtom(8.0).hard_satisfied([bulk("Cu", "sc", a=2.0), bulk("Cu", "sc", a=2.2)]).tolist()
+        [True, False]
+        """
+        loss = self.hard_loss(structures)
+        return np.where(np.isnan(loss), False, loss <= self.tolerance + 1e-12)
+
     def _kwargs(self) -> dict[str, Any]:
         return {"target": self.target.tolist(), "loss": self.loss_kind, "delta": self.delta}
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase.data import chemical_symbols, covalent_radii
+from ase.data import chemical_symbols
 
 from aseguide.constraints.base import (
     BaseObjective,
@@ -44,6 +44,7 @@ from aseguide.constraints.base import (
     _check_number,
     penalty,
 )
+from aseguide.constraints.hard import COVALENT_RADIUS_MARGIN, as_atoms_list, default_cutoff, mean_coordination
 from aseguide.neighbors import neighbor_list
 from aseguide.state import CrystalBatch, symbols_to_numbers
 
@@ -65,24 +66,10 @@ KERNELS = ("sigmoid", "gaussian")
 DIVERGENCES = ("js", "wasserstein")
 #: Weight below which a pair is cut off (weights are shifted so they reach 0 there).
 WEIGHT_FLOOR = 1e-3
-#: Å added to the sum of covalent radii for the default cutoff.
-COVALENT_RADIUS_MARGIN = 0.5
 #: Default sigmoid sharpness, 1/Å (10-90 % of the step within 0.44 Å).
 DEFAULT_SHARPNESS = 10.0
 
 _N_ELEMENTS = len(chemical_symbols)
-
-
-def default_cutoff(center: str | int, neighbor: str | int) -> float:
-    """Sum of the covalent radii (Cordero 2008, ``ase.data``) plus 0.5 Å.
-
-    Example
-    -------
-    >>> round(default_cutoff("Co", "O"), 2)
-    2.42
-    """
-    z_center, z_neighbor = symbols_to_numbers([center, neighbor])
-    return float(covalent_radii[z_center] + covalent_radii[z_neighbor] + COVALENT_RADIUS_MARGIN)
 
 
 def _species_group(role: str, species: Any) -> tuple[int, ...]:
@@ -288,6 +275,18 @@ class Coordination(ScalarObjective):
     def descriptor_tensor(self, batch: CrystalBatch) -> torch.Tensor:
         counts, is_center, n_centers = self.counter.counts(batch)
         return _mean_over_centers(counts, is_center, n_centers, batch)
+
+    def hard_descriptor(self, structures: Any) -> np.ndarray:
+        """Mean hard count per structure (neighbours within the cutoff; ``nan`` without centres).
+
+        Examples
+        --------
+        >>> from ase.build import bulk
+        >>> Coordination("Na", "Cl", 6, cutoff=3.0).hard_descriptor(bulk("NaCl", "rocksalt", a=5.64)).tolist()
+        [6.0]
+        """
+        return mean_coordination(as_atoms_list(structures), list(self.counter.centers),
+                                 list(self.counter.neighbors), self.counter.cutoff_argument)
 
     def loss(self, batch: CrystalBatch) -> torch.Tensor:
         counts, is_center, n_centers = self.counter.counts(batch)
