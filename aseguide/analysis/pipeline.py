@@ -28,6 +28,7 @@ from aseguide.analysis import stages
 from aseguide.analysis.options import AnalysisOptions
 from aseguide.analysis.results import AnalysisResult, SetResult
 from aseguide.analysis.stages import compare_settings
+from aseguide.constraints.base import Objective
 
 __all__ = ["AnalysisOptions", "SetResult", "AnalysisResult", "analyze", "compare_settings"]
 
@@ -55,7 +56,7 @@ def analyze(
     *,
     compare: Any = None,
     references: Any = None,
-    objectives: Sequence[Any] | None = None,
+    objectives: Sequence[Objective] | None = None,
     calculator: Any = None,
     hull: Any = None,
     options: AnalysisOptions | None = None,

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from aseguide.constraints.base import Objective
+
 __all__ = ["SetResult", "AnalysisResult"]
 
 
@@ -118,7 +120,7 @@ class AnalysisResult:
 
     sets: dict[str, SetResult]
     summary: dict[str, Any]
-    objectives: list[Any]
+    objectives: list[Objective]
     pareto: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property

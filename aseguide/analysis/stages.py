@@ -65,6 +65,7 @@ from aseguide.analysis.results import SetResult, _plain, _plain_tree
 from aseguide.analysis.screening import screen_distances
 from aseguide.analysis.stats import two_proportion_ztest
 from aseguide.analysis.symmetry import _dataset, symmetrize
+from aseguide.constraints.base import Objective
 
 __all__ = [
     "compare_settings",
@@ -304,8 +305,8 @@ def drop_empty_references(raw_sets: dict[str, StructureSet], notes: list[str]) -
         del raw_sets["references"]
 
 
-def choose_objectives(objectives: Sequence[Any] | None, raw_sets: dict[str, StructureSet],
-                      notes: list[str]) -> list[Any]:
+def choose_objectives(objectives: Sequence[Objective] | None, raw_sets: dict[str, StructureSet],
+                      notes: list[str]) -> list[Objective]:
     """The objectives given, else those described in the guided run's configuration."""
     objs = list(objectives) if objectives is not None else _objectives_from_config(raw_sets["guided"].config)
     if objectives is None and objs:
@@ -524,7 +525,7 @@ def hull_distances(sets: dict[str, SetResult], hull_obj: Any, notes: list[str],
 
 
 # ---------------------------------------------------------------------------- step 7: descriptors
-def describe_sets(sets: dict[str, SetResult], objs: list[Any], say: Callable[[str], None]) -> list[str]:
+def describe_sets(sets: dict[str, SetResult], objs: list[Objective], say: Callable[[str], None]) -> list[str]:
     """Step 7: descriptors, losses and satisfaction of the objectives; returns their names."""
     for label, res in sets.items():
         say(f"[7/9] descriptors of {label} ...")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -396,6 +397,16 @@ class ScalarObjective(BaseObjective):
         return {"target": self.target.tolist(), "loss": self.loss_kind, "delta": self.delta}
 
 
+def _objective_class(name: str) -> type[BaseObjective] | None:
+    """The objective class of a name: an attribute of :mod:`aseguide.constraints` (where
+    classes defined elsewhere are added, see ``docs/extending.md``), else a built-in one."""
+    package = sys.modules.get("aseguide.constraints")  # always imported before this module
+    cls = getattr(package, name, None)
+    if isinstance(cls, type) and issubclass(cls, BaseObjective):
+        return cls
+    return _CLASSES.get(name)
+
+
 def objective_from_dict(description: Mapping[str, Any] | BaseObjective) -> BaseObjective:
     """Rebuild an objective from :meth:`BaseObjective.todict` output (or return it as is).
 
@@ -408,7 +419,7 @@ def objective_from_dict(description: Mapping[str, Any] | BaseObjective) -> BaseO
     if isinstance(description, BaseObjective):
         return description
     name = description.get("name") if isinstance(description, Mapping) else None
-    cls = _CLASSES.get(name) if isinstance(name, str) else None
+    cls = _objective_class(name) if isinstance(name, str) else None
     if cls is None:
         raise ValueError(f"not an aseguide objective description: {description!r}")
     return cls(**dict(description.get("kwargs", {})))
