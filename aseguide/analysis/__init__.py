@@ -22,8 +22,8 @@ step   function                                 what
 :func:`analyze` runs them all and :meth:`AnalysisResult.write_report` writes the
 report (``aseguide analyze`` on the command line).
 
-Example
--------
+Examples
+--------
 >>> from aseguide.analysis import pareto_fronts, two_proportion_ztest
 >>> pareto_fronts([[0.0, 0.2], [0.1, 0.1], [0.2, 0.2]]).tolist()
 [1, 1, 2]

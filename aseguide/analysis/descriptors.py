@@ -199,8 +199,8 @@ def evaluate_objectives(structures: Sequence[Atoms], objectives: Sequence[Object
     dict
         ``{name: {"descriptor": array, "loss": array, "satisfied": bool array}}``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from aseguide.constraints import VolumePerAtom
     >>> r = evaluate_objectives([bulk("Cu", "sc", a=2.0)], [HardView(VolumePerAtom(8.0))])
@@ -238,8 +238,8 @@ def evaluate_objectives(structures: Sequence[Atoms], objectives: Sequence[Object
 def combined_loss(evaluated: dict[str, dict[str, np.ndarray]], ord: float = 2) -> np.ndarray:
     """Norm (default Euclidean, as in the paper) of the per-objective losses.
 
-    Example
-    -------
+    Examples
+    --------
     >>> combined_loss({"a": {"loss": np.array([3.0])}, "b": {"loss": np.array([4.0])}}).tolist()
     [5.0]
     """

@@ -16,8 +16,8 @@ Files written into the report folder:
 ``final_<set>.extxyz``
     the structures that passed every step, values in ``atoms.info``.
 
-Example
--------
+Examples
+--------
 >>> from aseguide.analysis import analyze
 >>> analyze("runs/boron").write_report("report")   # doctest: +SKIP
 {'summary': 'report/summary.json', 'html': 'report/report.html', ...}
@@ -82,8 +82,8 @@ def _pct(x: Any) -> str:
 def headline(summary: dict[str, Any]) -> list[str]:
     """Short sentences stating the outcome of a run (used at the top of the report).
 
-    Example
-    -------
+    Examples
+    --------
     >>> headline({"sets": {"guided": {"counts": {"read": 10, "distance_ok": 9, "unique": 8, "final": 8}}},
     ...           "satisfaction": {}, "tests": {}})
     ['guided: 10 read → 9 without short contacts → 8 unique → 8 final.']

@@ -132,8 +132,8 @@ def compare_settings(guided: dict | None, unguided: dict | None) -> list[str]:
     Returns one message per differing key (model, chemical system, atom counts,
     steps, ...); keys about guidance, objectives, seeds and output are ignored.
 
-    Example
-    -------
+    Examples
+    --------
     >>> compare_settings({"model": "chemical_system", "seed": 1, "num_atoms": 12},
     ...                  {"model": "chemical_system", "seed": 2, "num_atoms": 16})
     ["setting 'num_atoms' differs: 12 (guided) vs 16 (unguided)"]

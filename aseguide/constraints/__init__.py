@@ -10,8 +10,8 @@ Importing this package registers the objective classes with :mod:`ase.constraint
 trajectories written with such a restraint stay readable by ``ase.io.read`` in any
 process that imported :mod:`aseguide.constraints`.
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.constraints import Coordination, MinDistance, Combined
 >>> guide = Combined([Coordination("C", "C", target=4), MinDistance(1.2)])

@@ -14,8 +14,8 @@ Targets (:class:`Target`) are a value, an interval ``(lo, hi)`` or a set of
 intervals ``[(lo1, hi1), (lo2, hi2), ...]``; the loss is a penalty of the distance
 from the descriptor to that set, zero inside.
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.constraints import VolumePerAtom
 >>> objective = VolumePerAtom(target=(10.0, 12.0))
@@ -83,8 +83,8 @@ def penalty(distance: torch.Tensor, kind: str = "l1", delta: float = 1.0) -> tor
 
     The Huber penalty is ``x²/2`` for ``x <= delta`` and ``delta (x - delta/2)`` beyond.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> penalty(torch.tensor([0.5, 3.0]), "huber", delta=1.0).tolist()
     [0.125, 2.5]
@@ -109,8 +109,8 @@ def energy_forces_stress(
     ``xx, yy, zz, yz, xz, xy``, the strain deforming cell and positions together
     (``cell -> cell (1 + eps)``, fractional coordinates fixed).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from aseguide.constraints import Volume
     >>> energy, forces, stress = energy_forces_stress(Volume(target=1.0, loss="l1"), bulk("Si"))
@@ -410,8 +410,8 @@ def _objective_class(name: str) -> type[BaseObjective] | None:
 def objective_from_dict(description: Mapping[str, Any] | BaseObjective) -> BaseObjective:
     """Rebuild an objective from :meth:`BaseObjective.todict` output (or return it as is).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from aseguide.constraints import Volume
     >>> objective_from_dict(Volume(40.0).todict()) == Volume(40.0)
     True

@@ -35,8 +35,8 @@ class Combined(BaseObjective):
     :meth:`parts` reports each part's loss; the descriptor is the combined loss and a
     structure is satisfied when every part is.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from aseguide.constraints import Volume, VolumePerAtom
     >>> atoms = bulk("Si", "sc", a=2.0)  # 8 Å³, one atom

@@ -232,8 +232,8 @@ class Coordination(ScalarObjective):
     for a structure without centre atoms (whose loss is 0 and which is never
     satisfied).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> objective = Coordination("Na", "Cl", target=6, sharpness=50.0)
     >>> round(float(objective.descriptor(bulk("NaCl", "rocksalt", a=5.64))[0]), 3)
@@ -328,8 +328,8 @@ def jensen_shannon_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-
     ``JS = KL(p || m)/2 + KL(q || m)/2`` with ``m = (p + q)/2``; equals
     ``scipy.spatial.distance.jensenshannon(p, q) ** 2``. Finite gradients on empty bins.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> round(float(jensen_shannon_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))), 6)
     0.693147
@@ -348,8 +348,8 @@ def wasserstein_distance_1d(p: torch.Tensor, q: torch.Tensor, spacing: float = 1
     ``W1 = spacing * sum_k |P_k - Q_k|`` with ``P``, ``Q`` the cumulative sums; equals
     ``scipy.stats.wasserstein_distance(bins, bins, p, q)`` for normalised histograms.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> float(wasserstein_distance_1d(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])))
     2.0
@@ -391,8 +391,8 @@ class CoordinationDistribution(BaseObjective):
     The descriptor is the divergence itself. Structures without centre atoms have
     loss and descriptor 0 and are never satisfied.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> objective = CoordinationDistribution("C", "C", {4: 1.0}, sharpness=50.0)
     >>> round(float(objective.descriptor(bulk("C", "diamond", a=3.567))[0]), 6)

@@ -46,8 +46,8 @@ class MinDistance(BaseObjective):
     The descriptor is the shortest restrained distance of each structure (Å) among
     pairs closer than twice the largest ``r_min``; ``inf`` when there is none.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> objective = MinDistance(2.0)
     >>> round(float(objective.descriptor(bulk("C", "diamond", a=3.567))[0]), 4)

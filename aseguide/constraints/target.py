@@ -5,8 +5,8 @@
 distance of a descriptor to the target set with :meth:`Target.distance` (torch) or
 :meth:`Target.distance_numpy` (numpy).
 
-Example
--------
+Examples
+--------
 >>> Target("3..5").intervals.tolist(), Target((None, 0.1), nonnegative=False).tolist()
 ([[3.0, 5.0]], [-inf, 0.1])
 """

@@ -34,8 +34,8 @@ class VolumePerAtom(ScalarObjective):
         :meth:`satisfied` accepts structures within ``tolerance`` Å³/atom of the
         target set (default 0.5).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> objective = VolumePerAtom(target=7.0, loss="l2")
     >>> atoms = bulk("Cu", "fcc", a=3.6)  # 11.664 Å³/atom
@@ -78,8 +78,8 @@ class Volume(ScalarObjective):
     Parameters are those of :class:`VolumePerAtom`, in Å³ (default tolerance 1 Å³).
     As an ASE restraint, the target stays the same for a supercell.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from aseguide.state import CrystalBatch
     >>> objective = Volume(target=(30.0, 50.0))
