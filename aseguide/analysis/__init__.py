@@ -62,6 +62,7 @@ from aseguide.analysis.fingerprint import (
     rdf_fingerprints,
     similarity_matrix,
 )
+from aseguide.analysis.inputs import compare_settings
 from aseguide.analysis.io import StructureSet, read_run_config, read_structures
 from aseguide.analysis.options import AnalysisOptions
 from aseguide.analysis.pareto import dominates, pareto_fronts
@@ -73,7 +74,6 @@ from aseguide.analysis.screening import (
     pair_threshold,
     screen_distances,
 )
-from aseguide.analysis.stages import compare_settings
 from aseguide.analysis.stats import KDEResult, histogram, kde, silverman_factor, two_proportion_ztest
 from aseguide.analysis.symmetry import spacegroup_number, spacegroup_symbol, symmetrize
 

@@ -24,10 +24,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
+from aseguide.analysis import inputs as stage1
 from aseguide.analysis import stages
+from aseguide.analysis.inputs import compare_settings
 from aseguide.analysis.options import AnalysisOptions
 from aseguide.analysis.results import AnalysisResult, SetResult
-from aseguide.analysis.stages import compare_settings
 from aseguide.constraints.base import Objective
 
 __all__ = ["AnalysisOptions", "SetResult", "AnalysisResult", "analyze", "compare_settings"]
@@ -120,16 +121,16 @@ def analyze(
     opts = _options(options, option_overrides)
     say = log or (lambda message: None)
     notes: list[str] = []
-    calc, calc_name = stages._resolve_calculator(calculator)
+    calc, calc_name = stage1.resolve_calculator(calculator)
     _check_hull_argument(hull)
 
     inputs = {"guided": run, "unguided": compare, "references": references}
-    raw_sets = stages.read_inputs(inputs, say, notes)
-    hull_obj, hull_name = stages._resolve_hull(hull, hull_energy, stages.hull_system_of(raw_sets, hull_system))
-    stages.drop_empty_references(raw_sets, notes)
-    objs = stages.choose_objectives(objectives, raw_sets, notes)
-    stages.check_baseline(raw_sets, notes)
-    sets = stages.make_sets(raw_sets, inputs)
+    raw_sets = stage1.read_inputs(inputs, say, notes)
+    hull_obj, hull_name = stage1.resolve_hull(hull, hull_energy, stage1.hull_system_of(raw_sets, hull_system))
+    stage1.drop_empty_references(raw_sets, notes)
+    objs = stage1.choose_objectives(objectives, raw_sets, notes)
+    stage1.check_baseline(raw_sets, notes)
+    sets = stage1.make_sets(raw_sets, inputs)
     generated = [lab for lab in ("guided", "unguided") if lab in sets]
 
     stages.symmetrize_sets(sets, generated, opts, say)
