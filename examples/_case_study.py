@@ -29,8 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from aseguide.analysis import analyze
-from aseguide.analysis.descriptors import objective_from_dict
+from aseguide.analysis import analyze, hard_objective
 from aseguide.generate import GenerateConfig, generate
 
 __all__ = ["analysis_objectives", "parse_args", "run_case"]
@@ -51,10 +50,9 @@ def analysis_objectives(config: GenerateConfig) -> list[Any]:
     Returns
     -------
     list
-        :class:`~aseguide.analysis.HardCoordination` for each ``Coordination`` entry
+        A :class:`~aseguide.analysis.HardView` of each ``Coordination`` entry
         (same centre, neighbour, target and cutoff; satisfied when the mean hard
-        count is within 0.5 of the target) and
-        :class:`~aseguide.analysis.VolumePerAtomTarget` for ``VolumePerAtom`` (same
+        count is within 0.5 of the target) and of each ``VolumePerAtom`` entry (same
         target and tolerance). ``MinDistance`` restraints are skipped: the analysis
         screens short contacts itself ("clean" fractions).
     """
@@ -62,7 +60,7 @@ def analysis_objectives(config: GenerateConfig) -> list[Any]:
     for entry in config.objectives:
         if entry["type"] in RESTRAINTS:
             continue
-        objective = objective_from_dict(dict(entry))
+        objective = hard_objective(dict(entry))
         if objective is None:
             raise ValueError(f"no analysis objective for {entry!r}")
         out.append(objective)

@@ -12,16 +12,16 @@ from ase.calculators.emt import EMT
 from ase.io import read, write
 
 from aseguide.analysis import (
-    HardCoordination,
+    HardView,
     PhaseDiagramHull,
     StructureSet,
-    VolumePerAtomTarget,
     analyze,
     compare_settings,
     dominates,
     read_structures,
     two_proportion_ztest,
 )
+from aseguide.constraints import Coordination, Target, VolumePerAtom
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 N = 100  # structures per carbon_24 set
@@ -47,7 +47,7 @@ def carbon_result(tmp_path_factory):
     guided = read_structures(DATA / "carbon_24" / "val.csv", limit=N)
     unguided = read_structures(DATA / "carbon_24" / "test.csv", limit=N)
     references = StructureSet(guided.structures[:40], label="first 40 of val")  # known: the first 40
-    objectives = [HardCoordination("C", "C", 3, cutoff=1.8), VolumePerAtomTarget(6.0, tolerance=0.5)]
+    objectives = [HardView(Coordination("C", "C", 3, cutoff=1.8)), HardView(VolumePerAtom(6.0, tolerance=0.5))]
     result = analyze(guided, compare=unguided, references=references, objectives=objectives,
                      calculator=EMT())
     out = tmp_path_factory.mktemp("report")
@@ -223,8 +223,11 @@ def test_objectives_of_aseguide_constraints_are_accepted():
     np.testing.assert_allclose(cols[names[1]], [5.64**3 / 8, 3.4**3 / 2], rtol=1e-9)
     assert result.summary["satisfaction"][names[0]]["guided"]["k_raw"] == 1
     json.dumps(result.summary, allow_nan=False)  # Target objects serialised
-    from aseguide.analysis import objective_from_dict
+    from aseguide.analysis import hard_objective
 
-    hard = objective_from_dict(soft.todict())
-    assert isinstance(hard, HardCoordination) and hard.cutoff == pytest.approx(3.2) and hard.target == 6.0
-    assert isinstance(objective_from_dict(vpa.todict()), VolumePerAtomTarget)
+    hard = hard_objective(soft.todict())
+    assert isinstance(hard, HardView) and hard.cutoff == pytest.approx(3.2) and hard.target == Target(6.0)
+    assert isinstance(hard_objective(vpa.todict()).objective, constraints.VolumePerAtom)
+    with pytest.warns(DeprecationWarning, match="hard_objective"):
+        from aseguide.analysis import objective_from_dict
+    assert objective_from_dict is hard_objective

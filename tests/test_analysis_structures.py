@@ -15,6 +15,7 @@ from ase.spacegroup import crystal
 from aseguide.analysis import (
     DEFAULT_SIMILARITY_THRESHOLD,
     HardCoordination,
+    HardView,
     VolumePerAtomTarget,
     coordination_numbers,
     deduplicate,
@@ -28,6 +29,7 @@ from aseguide.analysis import (
     similarity_matrix,
     symmetrize,
 )
+from aseguide.constraints import Coordination, VolumePerAtom
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 STRUCT = DATA / "structures"
@@ -250,13 +252,16 @@ def test_hard_coordination_on_known_crystals():
 
 def test_hard_objectives_descriptor_loss_satisfied():
     cubic = [bulk("Cu", "sc", a=a) for a in (2.0, 2.03, 2.3)]  # 8.0, 8.365, 12.167 Å^3
-    vpa = VolumePerAtomTarget(8.0, tolerance=0.5)
+    vpa = HardView(VolumePerAtom(8.0, tolerance=0.5))
     np.testing.assert_allclose(vpa.descriptor(cubic), [8.0, 2.03**3, 2.3**3])
     np.testing.assert_allclose(vpa.loss(cubic), np.abs(np.array([8.0, 2.03**3, 2.3**3]) - 8.0), atol=1e-12)
     assert vpa.satisfied(cubic).tolist() == [True, True, False]
-    assert VolumePerAtomTarget(8.0).tolerance == pytest.approx(0.5)  # default as aseguide.constraints
-    band = VolumePerAtomTarget((8.5, 20.0), tolerance=0.0)
+    with pytest.warns(DeprecationWarning, match="VolumePerAtomTarget"):
+        assert VolumePerAtomTarget(8.0).tolerance == pytest.approx(0.5)  # deprecated alias
+    band = HardView(VolumePerAtom((8.5, 20.0), tolerance=0.0))
     np.testing.assert_allclose(band.loss(cubic), [0.5, 8.5 - 2.03**3, 0.0], atol=1e-12)
+    with pytest.warns(DeprecationWarning, match="HardCoordination"):
+        assert HardCoordination("Na", "Cl", 6, cutoff=3.0).descriptor([bulk("NaCl", "rocksalt", a=5.64)]) == [6.0]
     cn = parse_objective("coordination:Na-Cl:4..5:cutoff=3.0:tol=0")
     assert cn.loss([bulk("NaCl", "rocksalt", a=5.64)]).tolist() == [1.0]
     for bad in ("coordination:Na:4", "volume_per_atom:x", "dipole:3", "coordination:Na-Cl:4:foo=1",
@@ -292,7 +297,7 @@ def test_evaluate_objectives_duck_typing():
 
     structures = [bulk("Cu", "sc", a=2.0), bulk("Cu", "sc", a=2.5)]
     with pytest.warns(UserWarning, match="boom"):
-        ev = evaluate_objectives(structures, [BatchOnly(), HardCoordination("Cu", "Cu", 6, 2.1), Broken()])
+        ev = evaluate_objectives(structures, [BatchOnly(), HardView(Coordination("Cu", "Cu", 6, 2.1)), Broken()])
     assert set(ev) == {"vpa_torch", "CN(Cu-Cu)", "Broken"}
     np.testing.assert_allclose(ev["vpa_torch"]["descriptor"], [8.0, 2.5**3])
     assert ev["vpa_torch"]["satisfied"].tolist() == [True, False]
@@ -361,7 +366,7 @@ def test_neighbor_pairs_on_an_absurdly_large_cell_is_cheap():
     allocate tens of GB for them, so such cells use ASE's search (same pairs)."""
     from ase import Atoms
 
-    from aseguide.analysis._neighbors import neighbor_pairs
+    from aseguide.constraints._neighbor_pairs import neighbor_pairs
 
     huge = Atoms("C3", scaled_positions=[[0, 0, 0], [0.1, 0, 0], [0.5, 0.5, 0.5]],
                  cell=[5923.0, 2757.0, 2566.0], pbc=True)

@@ -57,6 +57,12 @@ def test_target_forms_and_distance():
     assert distance_to_target(values, [[1.0, 2.0]]).tolist() == pytest.approx([1.0, 1.0, 2.2, 3.5, 7.0])
 
 
+@pytest.mark.parametrize(("text", "value"), [("4", 4.0), ("3..5", (3.0, 5.0)), (" 3 , 6..7", [(3, 3), (6, 7)]),
+                                             ("2..", (2.0, math.inf)), ("..0.1", (None, 0.1))])
+def test_target_from_text(text, value):
+    assert Target(text, nonnegative=False) == Target(value, nonnegative=False)
+
+
 @pytest.mark.parametrize("value", [4.0, (3.0, 5.0), [(3.0, 3.0), (6.0, 7.0)], (2.0, math.inf)])
 def test_target_json_roundtrip(value):
     target = Target(value)
@@ -65,7 +71,8 @@ def test_target_json_roundtrip(value):
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [(-1, "negative target -1"), ((5, 3), "lo > hi"), ([3, 4, 6], "ambiguous target"), ("four", "target must be"),
+    [(-1, "negative target -1"), ((5, 3), "lo > hi"), ([3, 4, 6], "ambiguous target"), ("four", "target must be"), ("3..x", "target must be"),
+     ("..", "target must be"),
      ([], "target must be"), ([(1, 2), "x"], "neither a number")],
 )
 def test_target_errors(value, message):

@@ -14,7 +14,7 @@ step   function                                 what
 6      :func:`compute_energies`,                any ASE calculator; any hull object
        :func:`energies_above_hull`
 7      :func:`evaluate_objectives`,             hard coordination counts, volume per atom
-       :class:`HardCoordination`, ...
+       :class:`HardView`                        (the constraints' objectives, hard descriptors)
 8      :func:`two_proportion_ztest`, :func:`kde`  statistics
 9      :func:`pareto_fronts`                    numbered non-dominated fronts
 =====  ======================================  ==========================================
@@ -22,8 +22,8 @@ step   function                                 what
 :func:`analyze` runs them all and :meth:`AnalysisResult.write_report` writes the
 report (``aseguide analyze`` on the command line).
 
-Example
--------
+Examples
+--------
 >>> from aseguide.analysis import pareto_fronts, two_proportion_ztest
 >>> pareto_fronts([[0.0, 0.2], [0.1, 0.1], [0.2, 0.2]]).tolist()
 [1, 1, 2]
@@ -34,13 +34,14 @@ Example
 
 from aseguide.analysis.descriptors import (
     HardCoordination,
+    HardView,
     VolumePerAtomTarget,
     combined_loss,
     coordination_numbers,
     default_cutoff,
     evaluate_objectives,
+    hard_objective,
     mean_coordination,
-    objective_from_dict,
     parse_objective,
     volume_per_atom,
 )
@@ -61,9 +62,12 @@ from aseguide.analysis.fingerprint import (
     rdf_fingerprints,
     similarity_matrix,
 )
+from aseguide.analysis.inputs import compare_settings
 from aseguide.analysis.io import StructureSet, read_run_config, read_structures
+from aseguide.analysis.options import AnalysisOptions
 from aseguide.analysis.pareto import dominates, pareto_fronts
-from aseguide.analysis.pipeline import AnalysisOptions, AnalysisResult, SetResult, analyze, compare_settings
+from aseguide.analysis.pipeline import analyze
+from aseguide.analysis.results import AnalysisResult, SetResult
 from aseguide.analysis.screening import (
     DEFAULT_DISTANCE_FACTOR,
     DistanceScreen,
@@ -82,6 +86,7 @@ __all__ = [
     "DistanceScreen",
     "Fingerprints",
     "HardCoordination",
+    "HardView",
     "KDEResult",
     "NoveltyResult",
     "PhaseDiagramHull",
@@ -103,7 +108,7 @@ __all__ = [
     "kde",
     "mean_coordination",
     "novelty",
-    "objective_from_dict",
+    "hard_objective",
     "pair_threshold",
     "pareto_fronts",
     "parse_objective",
@@ -120,3 +125,14 @@ __all__ = [
     "two_proportion_ztest",
     "volume_per_atom",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "objective_from_dict":  # former name of hard_objective
+        import warnings
+
+        warnings.warn("aseguide.analysis.objective_from_dict is deprecated; use aseguide.analysis.hard_objective "
+                      "(aseguide.constraints.objective_from_dict rebuilds the objectives themselves)",
+                      DeprecationWarning, stacklevel=2)
+        return hard_objective
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,8 +21,8 @@ Fingerprints of thousands of structures are built by one weighted histogram of a
 distances on a fine grid followed by one matrix product with the smearing kernel;
 similarities are matrix products of the fingerprint matrices, in blocks.
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.analysis import rdf_fingerprints, similarity_matrix
 >>> a = bulk("C", "diamond", a=3.567)
@@ -43,7 +43,7 @@ from ase.data import chemical_symbols
 from scipy import sparse
 from scipy.special import erf
 
-from aseguide.analysis._neighbors import neighbor_pairs
+from aseguide.constraints._neighbor_pairs import neighbor_pairs
 
 __all__ = [
     "Fingerprints",
@@ -160,8 +160,8 @@ def rdf_fingerprints(
     ValueError
         For an empty list, bad settings, or an element missing from ``species``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> fp = rdf_fingerprints([bulk("NaCl", "rocksalt", a=5.64)])
     >>> fp.pairs, fp.matrix.shape
@@ -294,8 +294,8 @@ def similarity_matrix(
     same_composition:
         Set the similarity of structures with different reduced formulas to -1.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> fp = rdf_fingerprints([bulk("Cu", "fcc", a=3.6), bulk("Cu", "bcc", a=2.87)])
     >>> s = similarity_matrix(fp)
@@ -381,8 +381,8 @@ def deduplicate(
     ValueError
         If ``threshold`` is not in (-1, 1].
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> si = bulk("Si")
     >>> deduplicate([si, si.repeat(2), bulk("Ge")]).keep.tolist()
@@ -502,8 +502,8 @@ def novelty(
     -------
     NoveltyResult
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> novelty([bulk("Si"), bulk("Ge")], [bulk("Si").repeat(2)]).novel.tolist()
     [False, True]

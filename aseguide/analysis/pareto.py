@@ -4,8 +4,8 @@ Point *a* dominates *b* when ``a <= b`` in every column and ``a < b`` in at leas
 Front 1 is the set of points no other point dominates; front *k* is the
 non-dominated set after removing fronts 1 … k−1. Equal points share a front.
 
-Example
--------
+Examples
+--------
 >>> from aseguide.analysis import pareto_fronts
 >>> pareto_fronts([[0, 1], [1, 0], [1, 1], [2, 2]]).tolist()
 [1, 1, 2, 3]
@@ -23,8 +23,8 @@ __all__ = ["pareto_fronts", "dominates"]
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether point ``a`` dominates ``b`` (all columns minimised).
 
-    Example
-    -------
+    Examples
+    --------
     >>> dominates([0, 1], [1, 1]), dominates([0, 1], [1, 0])
     (True, False)
     """
@@ -57,8 +57,8 @@ def pareto_fronts(points: Sequence[Sequence[float]] | np.ndarray, nan_policy: st
         For a non-finite value with ``nan_policy="raise"`` (the row is named) or an
         unknown ``nan_policy``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> pareto_fronts([[1.0, 5.0], [2.0, 3.0], [3.0, 4.0], [4.0, 1.0]]).tolist()
     [1, 1, 2, 1]
     """

@@ -3,8 +3,8 @@
 No pyplot state is touched (figures are built with :class:`matplotlib.figure.Figure`),
 so these functions are safe in scripts, notebooks and servers alike.
 
-Example
--------
+Examples
+--------
 >>> import numpy as np
 >>> from aseguide.analysis.plots import plot_distributions
 >>> rng = np.random.default_rng(0)

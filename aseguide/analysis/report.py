@@ -16,8 +16,8 @@ Files written into the report folder:
 ``final_<set>.extxyz``
     the structures that passed every step, values in ``atoms.info``.
 
-Example
--------
+Examples
+--------
 >>> from aseguide.analysis import analyze
 >>> analyze("runs/boron").write_report("report")   # doctest: +SKIP
 {'summary': 'report/summary.json', 'html': 'report/report.html', ...}
@@ -33,16 +33,23 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from aseguide.analysis.descriptors import objective_name, target_spans
 from aseguide.analysis.plots import plot_counts, plot_distributions, plot_kde2d, plot_pareto
 
-if TYPE_CHECKING:  # pragma: no cover
-    from aseguide.analysis.pipeline import AnalysisResult
-
 __all__ = ["write_report", "headline"]
+
+
+class ReportedResult(Protocol):
+    """What the report reads of an :class:`aseguide.analysis.AnalysisResult`."""
+
+    sets: dict[str, Any]
+    summary: dict[str, Any]
+    objectives: list[Any]
+    pareto: dict[str, np.ndarray]
 
 _STEP_NAMES = {
     "read": "read", "unreadable": "unreadable files", "symmetrised": "symmetrised",
@@ -76,8 +83,8 @@ def _pct(x: Any) -> str:
 def headline(summary: dict[str, Any]) -> list[str]:
     """Short sentences stating the outcome of a run (used at the top of the report).
 
-    Example
-    -------
+    Examples
+    --------
     >>> headline({"sets": {"guided": {"counts": {"read": 10, "distance_ok": 9, "unique": 8, "final": 8}}},
     ...           "satisfaction": {}, "tests": {}})
     ['guided: 10 read → 9 without short contacts → 8 unique → 8 final.']
@@ -159,16 +166,14 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
             writer.writerow({k: "" if r.get(k) is None else r.get(k) for k in keys})
 
 
-def _objective_target(result: AnalysisResult, name: str):
+def _objective_target(result: ReportedResult, name: str) -> Any:
     for obj in result.objectives:
-        from aseguide.analysis.descriptors import objective_name
-
         if objective_name(obj) == name:
             return getattr(obj, "target", None)
     return None
 
 
-def _make_plots(result: AnalysisResult, out: Path) -> list[tuple[str, str]]:
+def _make_plots(result: ReportedResult, out: Path) -> list[tuple[str, str]]:
     plots: list[tuple[str, str]] = []
     sets = result.sets
     counts = {label: {k: v for k, v in res.counts.items() if k not in ("unreadable", "symmetry_raised")}
@@ -210,8 +215,6 @@ def _make_plots(result: AnalysisResult, out: Path) -> list[tuple[str, str]]:
             m = res.masks.get("distance_ok", np.ones(len(res), bool))
             data[label] = (np.asarray(res.columns[obj_names[0]], float)[m],
                            np.asarray(res.columns[obj_names[1]], float)[m])
-        from aseguide.analysis.descriptors import target_spans
-
         spans = [target_spans(_objective_target(result, n)) for n in obj_names]
         target = None
         if all(s is not None and len(s) == 1 and np.isfinite(s[0]).all() for s in spans):
@@ -282,7 +285,7 @@ def _html(summary: dict[str, Any], plots: list[tuple[str, str]]) -> str:
     return "\n".join(parts)
 
 
-def write_report(result: AnalysisResult, out_dir: str | os.PathLike,
+def write_report(result: ReportedResult, out_dir: str | os.PathLike,
                  formats: Sequence[str] = ("html", "md")) -> dict[str, str]:
     """Write the report of an :class:`~aseguide.analysis.AnalysisResult`.
 

@@ -4,8 +4,8 @@ A pair of atoms of elements A and B is too close when their distance (over all
 periodic images) is below ``factor × (r_cov(A) + r_cov(B))``, with ASE's covalent
 radii (Cordero et al. 2008), unless a threshold is given for that pair explicitly.
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.analysis import screen_distances
 >>> atoms = bulk("C", "diamond", a=3.567)
@@ -25,7 +25,7 @@ import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, chemical_symbols, covalent_radii
 
-from aseguide.analysis._neighbors import neighbor_pairs
+from aseguide.constraints._neighbor_pairs import neighbor_pairs
 
 __all__ = ["DistanceScreen", "pair_threshold", "screen_distances", "DEFAULT_DISTANCE_FACTOR"]
 
@@ -66,8 +66,8 @@ def pair_threshold(
 ) -> float:
     """Shortest acceptable distance (Å) between elements ``a`` and ``b``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> round(pair_threshold("C", "C"), 3)
     0.912
     >>> pair_threshold("C", "C", thresholds={"C-C": 1.1})
@@ -135,8 +135,8 @@ def screen_distances(
     ValueError
         For a non-positive ``factor`` or an unknown element in ``thresholds``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> screen_distances([bulk("Cu", "fcc", a=3.6)], factor=1.2).ok.tolist()  # 2.55 < 2.64 Å
     [False]

@@ -1,7 +1,7 @@
 """Step 8: statistics: satisfaction fractions, the two-proportion z-test, KDEs.
 
-Example
--------
+Examples
+--------
 >>> from aseguide.analysis import two_proportion_ztest
 >>> z, p = two_proportion_ztest(60, 100, 40, 100)
 >>> round(z, 4), round(p, 5)
@@ -58,8 +58,8 @@ def two_proportion_ztest(k_guided: int, n_guided: int, k_unguided: int, n_unguid
         If a count is not a whole number, a total is not positive, or a success
         count is outside ``0..n`` (the offending value is named).
 
-    Example
-    -------
+    Examples
+    --------
     >>> z, p = two_proportion_ztest(88, 100, 21, 100)
     >>> p < 1e-12
     True
@@ -88,8 +88,8 @@ def silverman_factor(n: int, d: int = 1) -> float:
     (``ddof=1``); for ``d = 1`` it equals :math:`(4/3)^{1/5} \\sigma n^{-1/5}
     \\approx 1.06 \\sigma n^{-1/5}`.
 
-    Example
-    -------
+    Examples
+    --------
     >>> round(silverman_factor(100), 6)
     0.421685
     """
@@ -136,8 +136,8 @@ def kde(values: Sequence[float], grid: Sequence[float] | None = None, bw_method:
         Passed to :class:`scipy.stats.gaussian_kde` (``"silverman"``, ``"scott"`` or
         a factor).
 
-    Example
-    -------
+    Examples
+    --------
     >>> r = kde([1.0, 2.0, 3.0, 4.0])     # 3 ** (-1/5) * std(ddof=1)
     >>> round(r.bandwidth, 4)
     1.0363
@@ -161,8 +161,8 @@ def histogram(values: Sequence[float], bins: int | Sequence[float] = 30, range: 
               integer: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Density-normalised histogram of the finite values; ``integer`` bins centre on integers.
 
-    Example
-    -------
+    Examples
+    --------
     >>> h, edges = histogram([3, 4, 4, 6], integer=True)
     >>> edges[:2].tolist(), float(h[1])
     ([2.5, 3.5], 0.5)

@@ -5,8 +5,8 @@ structure. :func:`symmetrize` replaces each one by spglib's idealised standard c
 found at a loose tolerance, and records the space group before (at a tight
 tolerance) and after.
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.analysis import symmetrize
 >>> atoms = bulk("Si", cubic=True)
@@ -42,8 +42,8 @@ MIN_VOLUME_PER_ATOM = 1.0
 def degenerate_cell(atoms: Atoms, symprec: float = 0.0) -> str | None:
     """Why a cell is too degenerate for a symmetry search, or ``None`` when it is fine.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase import Atoms
     >>> degenerate_cell(Atoms("C", cell=[[3, 0, 0], [3, 0.01, 0], [0, 0, 3]], pbc=True))
     'cell height 0.0100 Å below 0.5 Å'
@@ -79,8 +79,8 @@ def _dataset(atoms: Atoms, symprec: float, angle_tolerance: float):
 def spacegroup_number(atoms: Atoms, symprec: float = 1e-3, angle_tolerance: float = -1.0) -> int:
     """International space-group number (1–230) of a structure, 0 when spglib fails.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> spacegroup_number(bulk("Cu", "fcc", a=3.6))
     225
@@ -92,8 +92,8 @@ def spacegroup_number(atoms: Atoms, symprec: float = 1e-3, angle_tolerance: floa
 def spacegroup_symbol(atoms: Atoms, symprec: float = 1e-3, angle_tolerance: float = -1.0) -> str:
     """Hermann–Mauguin symbol of a structure's space group (``"?"`` when spglib fails).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> spacegroup_symbol(bulk("Cu", "fcc", a=3.6))
     'Fm-3m'
@@ -147,8 +147,8 @@ def symmetrize(
     ValueError
         If ``symprec`` or ``tight_symprec`` is not positive.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> symmetrize([bulk("NaCl", "rocksalt", a=5.64)])[0].info["spacegroup_after"]
     225

@@ -10,8 +10,8 @@ Importing this package registers the objective classes with :mod:`ase.constraint
 trajectories written with such a restraint stay readable by ``ase.io.read`` in any
 process that imported :mod:`aseguide.constraints`.
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.constraints import Coordination, MinDistance, Combined
 >>> guide = Combined([Coordination("C", "C", target=4), MinDistance(1.2)])
@@ -26,10 +26,9 @@ import ase.constraints as _ase_constraints
 
 from aseguide.constraints.base import (
     PENALTIES,
+    BaseObjective,
     Objective,
     ScalarObjective,
-    Target,
-    distance_to_target,
     energy_forces_stress,
     objective_from_dict,
     penalty,
@@ -48,12 +47,16 @@ from aseguide.constraints.coordination import (
 )
 from aseguide.constraints.distance import MinDistance
 from aseguide.constraints.energy import EnergyAboveHull
+from aseguide.constraints.hard import coordination_numbers, mean_coordination, volume_per_atom
+from aseguide.constraints.target import Target, TargetLike, distance_to_target
 from aseguide.constraints.volume import Volume, VolumePerAtom
 
 __all__ = [
     "Objective",
+    "BaseObjective",
     "ScalarObjective",
     "Target",
+    "TargetLike",
     "distance_to_target",
     "penalty",
     "energy_forces_stress",
@@ -67,6 +70,9 @@ __all__ = [
     "Combined",
     "EnergyAboveHull",
     "default_cutoff",
+    "coordination_numbers",
+    "mean_coordination",
+    "volume_per_atom",
     "jensen_shannon_divergence",
     "wasserstein_distance_1d",
     "KERNELS",
@@ -108,11 +114,4 @@ def register_with_ase() -> None:
             _ase_constraints.__all__.append(cls.__name__)
 
 
-register_with_ase()
-
-# energy above hull
-from aseguide.constraints.energy import EnergyAboveHull  # noqa: E402
-
-__all__.append("EnergyAboveHull")
-OBJECTIVE_CLASSES = OBJECTIVE_CLASSES + (EnergyAboveHull,)
 register_with_ase()

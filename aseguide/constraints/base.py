@@ -1,11 +1,11 @@
 """Common protocol of guidance objectives: batched torch loss + ASE views.
 
 Every objective is one batched, differentiable torch function
-:meth:`Objective.loss` of a :class:`~aseguide.state.CrystalBatch` returning one
+:meth:`BaseObjective.loss` of a :class:`~aseguide.state.CrystalBatch` returning one
 non-negative value per structure. Everything else is derived from it once, here:
 
-* :meth:`Objective.descriptor` and :meth:`Objective.satisfied` (analysis views);
-* :meth:`Objective.energy_forces_stress` (loss, ``-dloss/dpositions`` and
+* :meth:`BaseObjective.descriptor` and :meth:`BaseObjective.satisfied` (analysis views);
+* :meth:`BaseObjective.energy_forces_stress` (loss, ``-dloss/dpositions`` and
   ``(1/V) dloss/dstrain``), used by the ASE soft-restraint protocol
   (``atoms.set_constraint(objective)``) and by
   :class:`aseguide.calculators.GuidanceCalculator`.
@@ -14,8 +14,8 @@ Targets (:class:`Target`) are a value, an interval ``(lo, hi)`` or a set of
 intervals ``[(lo1, hi1), (lo2, hi2), ...]``; the loss is a penalty of the distance
 from the descriptor to that set, zero inside.
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.constraints import VolumePerAtom
 >>> objective = VolumePerAtom(target=(10.0, 12.0))
@@ -29,17 +29,20 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
-from typing import Any
+import sys
+from collections.abc import Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 from ase import Atoms
 
+from aseguide.constraints.target import Target, TargetLike, distance_to_target
 from aseguide.state import CrystalBatch
 
 __all__ = [
     "Objective",
+    "BaseObjective",
     "ScalarObjective",
     "Target",
     "distance_to_target",
@@ -75,127 +78,13 @@ def _check_number(name: str, value: Any, *, positive: bool = False, allow_zero: 
     return number
 
 
-# ---------------------------------------------------------------------------- targets
-class Target:
-    """A target value, interval or set of intervals for a scalar descriptor.
-
-    Parameters
-    ----------
-    value:
-        ``4`` (a value), ``(3.5, 4.5)`` (a closed interval; ``hi`` may be
-        ``math.inf``), or a sequence of values and intervals
-        ``[(3, 3), (4, 4), (6, 7)]`` (their union). A bare sequence of two numbers is
-        always an interval; write a set of values as ``[(3, 3), (4, 4)]``.
-    nonnegative:
-        Reject negative bounds (all built-in descriptors are non-negative).
-
-    Raises
-    ------
-    ValueError
-        For a negative bound (when ``nonnegative``), ``lo > hi``, a NaN, or an
-        ambiguous bare list of more than two numbers, naming the value.
-
-    Example
-    -------
-    >>> import torch
-    >>> target = Target([(3, 3), (5, 6)])
-    >>> target.distance(torch.tensor([2.0, 4.0, 5.5, 8.0])).tolist()
-    [1.0, 1.0, 0.0, 2.0]
-    """
-
-    def __init__(self, value: Any, nonnegative: bool = True) -> None:
-        if isinstance(value, Target):
-            intervals = value.intervals.tolist()
-        else:
-            intervals = self._parse(value)
-        for lo, hi in intervals:
-            if math.isnan(lo) or math.isnan(hi) or lo == math.inf or hi == -math.inf:
-                raise ValueError(f"invalid target interval ({lo}, {hi})")
-            if lo > hi:
-                raise ValueError(f"target interval ({lo}, {hi}) has lo > hi")
-            if nonnegative and lo < 0:
-                raise ValueError(f"negative target {lo!r}: this descriptor is never negative")
-        self.intervals = np.array(sorted(intervals), dtype=np.float64).reshape(-1, 2)
-        self._original = self._json_form()
-
-    @staticmethod
-    def _is_number(x: Any) -> bool:
-        return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
-
-    @classmethod
-    def _parse(cls, value: Any) -> list[tuple[float, float]]:
-        if cls._is_number(value):
-            return [(float(value), float(value))]
-        if isinstance(value, np.ndarray):
-            value = value.tolist()
-        if not isinstance(value, Sequence) or isinstance(value, str) or len(value) == 0:
-            raise ValueError(f"target must be a number, an interval (lo, hi) or a list of intervals, got {value!r}")
-        if len(value) == 2 and all(cls._is_number(v) for v in value):
-            return [(float(value[0]), float(value[1]))]
-        if all(cls._is_number(v) for v in value):
-            raise ValueError(
-                f"ambiguous target {value!r}: write a set of values as a list of intervals, "
-                f"e.g. {[(v, v) for v in value]!r}"
-            )
-        intervals = []
-        for item in value:
-            if cls._is_number(item):
-                intervals.append((float(item), float(item)))
-            elif isinstance(item, (Sequence, np.ndarray)) and not isinstance(item, str) and len(item) in (1, 2) \
-                    and all(cls._is_number(v) for v in item):
-                intervals.append((float(item[0]), float(item[-1])))
-            else:
-                raise ValueError(f"target element {item!r} is neither a number nor an interval (lo, hi)")
-        return intervals
-
-    def _json_form(self) -> float | list:
-        rows = [[float(lo), float(hi)] for lo, hi in self.intervals]
-        if len(rows) == 1:
-            lo, hi = rows[0]
-            return lo if lo == hi else rows[0]
-        return rows
-
-    def tolist(self) -> float | list:
-        """JSON-friendly form accepted back by ``Target(...)``."""
-        return self._original
-
-    def distance(self, values: torch.Tensor) -> torch.Tensor:
-        """Distance from each value to the target set (0 inside), differentiable."""
-        return distance_to_target(values, self.intervals)
-
-    def __repr__(self) -> str:
-        return f"Target({self._original!r})"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Target) and np.array_equal(self.intervals, other.intervals)
-
-    def __hash__(self) -> int:
-        return hash(self.intervals.tobytes())
-
-
-def distance_to_target(values: torch.Tensor, intervals: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """Distance from ``values`` to a union of closed intervals ``(K, 2)``; 0 inside.
-
-    Example
-    -------
-    >>> import torch
-    >>> distance_to_target(torch.tensor([0.0, 2.5]), [[1.0, 2.0]]).tolist()
-    [1.0, 0.5]
-    """
-    bounds = torch.as_tensor(np.asarray(intervals, dtype=np.float64), dtype=values.dtype, device=values.device)
-    below = (bounds[:, 0] - values[..., None]).clamp_min(0.0)
-    above = (values[..., None] - bounds[:, 1]).clamp_min(0.0)
-    # inf bounds give nan from inf - inf only when values are inf, which descriptors never are.
-    return (below + above).amin(dim=-1)
-
-
 def penalty(distance: torch.Tensor, kind: str = "l1", delta: float = 1.0) -> torch.Tensor:
     """Penalty of a non-negative distance: ``l1`` = x, ``l2`` = x², ``huber``.
 
     The Huber penalty is ``x²/2`` for ``x <= delta`` and ``delta (x - delta/2)`` beyond.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> penalty(torch.tensor([0.5, 3.0]), "huber", delta=1.0).tolist()
     [0.125, 2.5]
@@ -220,12 +109,12 @@ def energy_forces_stress(
     ``xx, yy, zz, yz, xz, xy``, the strain deforming cell and positions together
     (``cell -> cell (1 + eps)``, fractional coordinates fixed).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from aseguide.constraints import Volume
-    >>> energy, forces, stress = energy_forces_stress(Volume(target=0.0, loss="l1"), bulk("Si"))
-    >>> round(float(stress[0, 0]), 6)  # d|V|/d eps_xx / V = 1
+    >>> energy, forces, stress = energy_forces_stress(Volume(target=1.0, loss="l1"), bulk("Si"))
+    >>> round(float(stress[0, 0]), 6)  # d(V - 1)/d eps_xx / V = 1
     1.0
     """
     batch = _as_batch(structures)
@@ -252,7 +141,39 @@ def energy_forces_stress(
 
 
 # ---------------------------------------------------------------------------- objectives
-class Objective:
+@runtime_checkable
+class Objective(Protocol):
+    """What every guidance objective offers (a structural type, for type hints).
+
+    Any object with these methods is an objective for the samplers, the
+    calculators and the analysis; :class:`BaseObjective` implements them from a
+    single batched torch loss.
+
+    Examples
+    --------
+    >>> from aseguide.constraints import Volume
+    >>> isinstance(Volume(40.0), Objective)
+    True
+    """
+
+    def loss(self, batch: CrystalBatch) -> torch.Tensor:
+        """Per-structure loss ``(S,)``, >= 0, differentiable w.r.t. ``frac`` and ``cell``."""
+
+    def descriptor(self, structures: StructuresLike) -> torch.Tensor:
+        """The physical quantity behind the loss, one value per structure."""
+
+    def satisfied(self, structures: StructuresLike) -> torch.Tensor:
+        """Whether each structure meets the objective (bool ``(S,)``)."""
+
+    def todict(self) -> dict[str, Any]:
+        """``{"name": class name, "kwargs": constructor arguments}``."""
+
+
+#: Objective classes by name, for :func:`objective_from_dict` (filled by subclassing).
+_CLASSES: dict[str, type[BaseObjective]] = {}
+
+
+class BaseObjective:
     """Base class of guidance objectives (batched torch loss + ASE soft restraint).
 
     Subclasses implement :meth:`loss`, :meth:`descriptor_tensor` and
@@ -282,6 +203,11 @@ class Objective:
     """
 
     default_tolerance: float = 0.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__module__.startswith("aseguide.constraints.") and not cls.__name__.startswith("_"):
+            _CLASSES[cls.__name__] = cls
 
     def __init__(self, *, strength: float = 1.0, tolerance: float | None = None) -> None:
         self.strength = _check_number("strength", strength, positive=True)
@@ -341,7 +267,7 @@ class Objective:
         kwargs["tolerance"] = self.tolerance
         return {"name": type(self).__name__, "kwargs": kwargs}
 
-    def copy(self) -> Objective:
+    def copy(self) -> BaseObjective:
         """A new, equal objective (rebuilt from :meth:`todict`)."""
         return objective_from_dict(self.todict())
 
@@ -406,12 +332,12 @@ class Objective:
     def index_shuffle(self, atoms: Atoms, ind: Any) -> None:
         """Species-based objective: nothing to re-index."""
 
-    def repeat(self, m: Any, n: int) -> Objective:
+    def repeat(self, m: Any, n: int) -> BaseObjective:
         """Species-based objective: the same objective applies to a supercell."""
         return self.copy()
 
 
-class ScalarObjective(Objective):
+class ScalarObjective(BaseObjective):
     """An objective ``loss = penalty(distance(descriptor, target))`` on a scalar descriptor.
 
     Subclasses implement :meth:`descriptor_tensor` (differentiable). ``loss`` is one of
@@ -421,7 +347,7 @@ class ScalarObjective(Objective):
 
     def __init__(
         self,
-        target: Any,
+        target: TargetLike,
         *,
         loss: str = "l1",
         delta: float = 1.0,
@@ -441,25 +367,59 @@ class ScalarObjective(Objective):
     def satisfied_tensor(self, batch: CrystalBatch) -> torch.Tensor:
         return self.target.distance(self.descriptor_tensor(batch)) <= self.tolerance
 
+    # -- hard (discrete) views, for validation ---------------------------------------------
+    def hard_descriptor(self, structures: StructuresLike) -> np.ndarray:
+        """The descriptor by its plain, non-smoothed definition (numpy float64, ``(S,)``).
+
+        Implemented by the objectives the analysis validates with a discrete
+        definition (hard coordination counts, volume per atom).
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no hard descriptor")
+
+    def hard_loss(self, structures: StructuresLike) -> np.ndarray:
+        """Distance of :meth:`hard_descriptor` to the target set (``nan`` stays ``nan``)."""
+        return self.target.distance_numpy(self.hard_descriptor(structures))
+
+    def hard_satisfied(self, structures: StructuresLike) -> np.ndarray:
+        """:meth:`hard_loss` within ``tolerance`` (bool; ``False`` where undefined).
+
+        Examples
+        --------
+        >>> from ase.build import bulk
+        >>> from aseguide.constraints import VolumePerAtom
+        >>> VolumePerAtom(8.0).hard_satisfied([bulk("Cu", "sc", a=2.0), bulk("Cu", "sc", a=2.2)]).tolist()
+        [True, False]
+        """
+        loss = self.hard_loss(structures)
+        return np.where(np.isnan(loss), False, loss <= self.tolerance + 1e-12)
+
     def _kwargs(self) -> dict[str, Any]:
         return {"target": self.target.tolist(), "loss": self.loss_kind, "delta": self.delta}
 
 
-def objective_from_dict(description: Mapping[str, Any] | Objective) -> Objective:
-    """Rebuild an objective from :meth:`Objective.todict` output (or return it as is).
+def _objective_class(name: str) -> type[BaseObjective] | None:
+    """The objective class of a name: an attribute of :mod:`aseguide.constraints` (where
+    classes defined elsewhere are added, see ``docs/extending.md``), else a built-in one."""
+    package = sys.modules.get("aseguide.constraints")  # always imported before this module
+    cls = getattr(package, name, None)
+    if isinstance(cls, type) and issubclass(cls, BaseObjective):
+        return cls
+    return _CLASSES.get(name)
 
-    Example
-    -------
+
+def objective_from_dict(description: Mapping[str, Any] | BaseObjective) -> BaseObjective:
+    """Rebuild an objective from :meth:`BaseObjective.todict` output (or return it as is).
+
+    Examples
+    --------
     >>> from aseguide.constraints import Volume
     >>> objective_from_dict(Volume(40.0).todict()) == Volume(40.0)
     True
     """
-    if isinstance(description, Objective):
+    if isinstance(description, BaseObjective):
         return description
-    from aseguide import constraints
-
     name = description.get("name") if isinstance(description, Mapping) else None
-    cls = getattr(constraints, name, None) if isinstance(name, str) else None
-    if not (isinstance(cls, type) and issubclass(cls, Objective)):
+    cls = _objective_class(name) if isinstance(name, str) else None
+    if cls is None:
         raise ValueError(f"not an aseguide objective description: {description!r}")
     return cls(**dict(description.get("kwargs", {})))

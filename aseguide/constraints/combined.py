@@ -8,13 +8,13 @@ from typing import Any
 
 import torch
 
-from aseguide.constraints.base import Objective, _check_number, objective_from_dict
+from aseguide.constraints.base import BaseObjective, _check_number, objective_from_dict
 from aseguide.state import CrystalBatch
 
 __all__ = ["Combined"]
 
 
-class Combined(Objective):
+class Combined(BaseObjective):
     """``loss = || (w_1 l_1, ..., w_n l_n) ||_p`` per structure.
 
     Parameters
@@ -35,8 +35,8 @@ class Combined(Objective):
     :meth:`parts` reports each part's loss; the descriptor is the combined loss and a
     structure is satisfied when every part is.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from aseguide.constraints import Volume, VolumePerAtom
     >>> atoms = bulk("Si", "sc", a=2.0)  # 8 Å³, one atom
@@ -49,7 +49,7 @@ class Combined(Objective):
 
     def __init__(
         self,
-        objectives: Sequence[Objective | Mapping[str, Any]],
+        objectives: Sequence[BaseObjective | Mapping[str, Any]],
         weights: Sequence[float] | None = None,
         norm: float = 2,
         *,
@@ -57,7 +57,7 @@ class Combined(Objective):
         tolerance: float | None = None,
     ) -> None:
         super().__init__(strength=strength, tolerance=tolerance)
-        if isinstance(objectives, (Objective, Mapping)):
+        if isinstance(objectives, (BaseObjective, Mapping)):
             objectives = [objectives]
         self.objectives = [objective_from_dict(o) for o in objectives]
         if not self.objectives:

@@ -36,14 +36,15 @@ from typing import Any
 
 import numpy as np
 import torch
-from ase.data import chemical_symbols, covalent_radii
+from ase.data import chemical_symbols
 
 from aseguide.constraints.base import (
-    Objective,
+    BaseObjective,
     ScalarObjective,
     _check_number,
     penalty,
 )
+from aseguide.constraints.hard import COVALENT_RADIUS_MARGIN, as_atoms_list, default_cutoff, mean_coordination
 from aseguide.neighbors import neighbor_list
 from aseguide.state import CrystalBatch, symbols_to_numbers
 
@@ -65,24 +66,10 @@ KERNELS = ("sigmoid", "gaussian")
 DIVERGENCES = ("js", "wasserstein")
 #: Weight below which a pair is cut off (weights are shifted so they reach 0 there).
 WEIGHT_FLOOR = 1e-3
-#: Å added to the sum of covalent radii for the default cutoff.
-COVALENT_RADIUS_MARGIN = 0.5
 #: Default sigmoid sharpness, 1/Å (10-90 % of the step within 0.44 Å).
 DEFAULT_SHARPNESS = 10.0
 
 _N_ELEMENTS = len(chemical_symbols)
-
-
-def default_cutoff(center: str | int, neighbor: str | int) -> float:
-    """Sum of the covalent radii (Cordero 2008, ``ase.data``) plus 0.5 Å.
-
-    Example
-    -------
-    >>> round(default_cutoff("Co", "O"), 2)
-    2.42
-    """
-    z_center, z_neighbor = symbols_to_numbers([center, neighbor])
-    return float(covalent_radii[z_center] + covalent_radii[z_neighbor] + COVALENT_RADIUS_MARGIN)
 
 
 def _species_group(role: str, species: Any) -> tuple[int, ...]:
@@ -245,8 +232,8 @@ class Coordination(ScalarObjective):
     for a structure without centre atoms (whose loss is 0 and which is never
     satisfied).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> objective = Coordination("Na", "Cl", target=6, sharpness=50.0)
     >>> round(float(objective.descriptor(bulk("NaCl", "rocksalt", a=5.64))[0]), 3)
@@ -289,6 +276,18 @@ class Coordination(ScalarObjective):
         counts, is_center, n_centers = self.counter.counts(batch)
         return _mean_over_centers(counts, is_center, n_centers, batch)
 
+    def hard_descriptor(self, structures: Any) -> np.ndarray:
+        """Mean hard count per structure (neighbours within the cutoff; ``nan`` without centres).
+
+        Examples
+        --------
+        >>> from ase.build import bulk
+        >>> Coordination("Na", "Cl", 6, cutoff=3.0).hard_descriptor(bulk("NaCl", "rocksalt", a=5.64)).tolist()
+        [6.0]
+        """
+        return mean_coordination(as_atoms_list(structures), list(self.counter.centers),
+                                 list(self.counter.neighbors), self.counter.cutoff_argument)
+
     def loss(self, batch: CrystalBatch) -> torch.Tensor:
         counts, is_center, n_centers = self.counter.counts(batch)
         if self.per_atom:
@@ -329,8 +328,8 @@ def jensen_shannon_divergence(p: torch.Tensor, q: torch.Tensor, eps: float = 1e-
     ``JS = KL(p || m)/2 + KL(q || m)/2`` with ``m = (p + q)/2``; equals
     ``scipy.spatial.distance.jensenshannon(p, q) ** 2``. Finite gradients on empty bins.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> round(float(jensen_shannon_divergence(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0]))), 6)
     0.693147
@@ -349,8 +348,8 @@ def wasserstein_distance_1d(p: torch.Tensor, q: torch.Tensor, spacing: float = 1
     ``W1 = spacing * sum_k |P_k - Q_k|`` with ``P``, ``Q`` the cumulative sums; equals
     ``scipy.stats.wasserstein_distance(bins, bins, p, q)`` for normalised histograms.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> float(wasserstein_distance_1d(torch.tensor([1.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 1.0])))
     2.0
@@ -358,7 +357,7 @@ def wasserstein_distance_1d(p: torch.Tensor, q: torch.Tensor, spacing: float = 1
     return spacing * (torch.cumsum(p, -1) - torch.cumsum(q, -1)).abs()[..., :-1].sum(-1)
 
 
-class CoordinationDistribution(Objective):
+class CoordinationDistribution(BaseObjective):
     """Distance between the distribution of per-atom soft counts and a desired one.
 
     The soft counts ``C_i`` of the centre atoms (as in :class:`Coordination`) are put
@@ -392,8 +391,8 @@ class CoordinationDistribution(Objective):
     The descriptor is the divergence itself. Structures without centre atoms have
     loss and descriptor 0 and are never satisfied.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> objective = CoordinationDistribution("C", "C", {4: 1.0}, sharpness=50.0)
     >>> round(float(objective.descriptor(bulk("C", "diamond", a=3.567))[0]), 6)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from ase.data import chemical_symbols
 
-from aseguide.constraints.base import Objective, _check_number
+from aseguide.constraints.base import BaseObjective, _check_number
 from aseguide.neighbors import neighbor_list
 from aseguide.state import CrystalBatch, symbols_to_numbers
 
@@ -19,7 +19,7 @@ __all__ = ["MinDistance"]
 _N_ELEMENTS = len(chemical_symbols)
 
 
-class MinDistance(Objective):
+class MinDistance(BaseObjective):
     """Penalty for contacts shorter than a minimum distance (periodic images included).
 
     ``loss = sum over unordered pairs (i, j, image) of max(0, r_min(i, j) - d_ij)^2``
@@ -46,8 +46,8 @@ class MinDistance(Objective):
     The descriptor is the shortest restrained distance of each structure (Å) among
     pairs closer than twice the largest ``r_min``; ``inf`` when there is none.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> objective = MinDistance(2.0)
     >>> round(float(objective.descriptor(bulk("C", "diamond", a=3.567))[0]), 4)

@@ -25,7 +25,6 @@ Example
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ import torch
 
 from aseguide.constraints.base import (
     PENALTIES,
-    Objective,
+    BaseObjective,
     Target,
     _check_number,
     objective_from_dict,
@@ -70,30 +69,11 @@ def _is_grace(calculator: Any) -> bool:
 
 
 def _parse_target(target: Any) -> Target | None:
-    """``None``, a value, ``(lo, hi)`` with ``None`` for an open side, or a list of intervals."""
-    if target is None:
-        return None
-    if isinstance(target, Target):
-        return Target(target, nonnegative=False)
-
-    def bound(x: Any, default: float) -> float:
-        return default if x is None else x
-
-    if isinstance(target, (tuple, list)) and len(target) == 2 and all(
-        x is None or isinstance(x, (int, float, np.integer, np.floating)) for x in target
-    ):
-        if target[0] is None and target[1] is None:
-            raise ValueError(f"target {target!r} has no bound")
-        target = (bound(target[0], -math.inf), bound(target[1], math.inf))
-    elif isinstance(target, (tuple, list)):
-        target = [
-            (bound(t[0], -math.inf), bound(t[1], math.inf)) if isinstance(t, (tuple, list)) and len(t) == 2 else t
-            for t in target
-        ]
-    return Target(target, nonnegative=False)
+    """``None``, or any :class:`Target` form (``None`` for an open side of an interval)."""
+    return None if target is None else Target(target, nonnegative=False)
 
 
-class EnergyAboveHull(Objective):
+class EnergyAboveHull(BaseObjective):
     """Energy above the reference hull per atom (eV/atom), from an ML potential.
 
     Parameters

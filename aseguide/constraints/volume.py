@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from aseguide._validation import check_volume_target
-from aseguide.constraints.base import ScalarObjective, Target
+from aseguide.constraints.base import ScalarObjective
+from aseguide.constraints.hard import as_atoms_list, volume_per_atom
+from aseguide.constraints.target import Target
 from aseguide.state import CrystalBatch
 
 __all__ = ["VolumePerAtom", "Volume"]
@@ -31,8 +34,8 @@ class VolumePerAtom(ScalarObjective):
         :meth:`satisfied` accepts structures within ``tolerance`` Å³/atom of the
         target set (default 0.5).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> objective = VolumePerAtom(target=7.0, loss="l2")
     >>> atoms = bulk("Cu", "fcc", a=3.6)  # 11.664 Å³/atom
@@ -57,6 +60,17 @@ class VolumePerAtom(ScalarObjective):
     def descriptor_tensor(self, batch: CrystalBatch) -> torch.Tensor:
         return batch.volume() / batch.num_atoms.to(batch.dtype)
 
+    def hard_descriptor(self, structures: Any) -> np.ndarray:
+        """Volume per atom computed with numpy (float64), as the analysis reports it.
+
+        Examples
+        --------
+        >>> from ase.build import bulk
+        >>> VolumePerAtom(8.0).hard_descriptor(bulk("Cu", "sc", a=2.0)).round(6).tolist()
+        [8.0]
+        """
+        return volume_per_atom(as_atoms_list(structures))
+
 
 class Volume(ScalarObjective):
     """Total cell volume ``|det L|`` (Å³) towards a target value or set.
@@ -64,8 +78,8 @@ class Volume(ScalarObjective):
     Parameters are those of :class:`VolumePerAtom`, in Å³ (default tolerance 1 Å³).
     As an ASE restraint, the target stays the same for a supercell.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from aseguide.state import CrystalBatch
     >>> objective = Volume(target=(30.0, 50.0))

@@ -18,8 +18,8 @@ def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
     are handled); only the atom itself at zero offset is excluded, so two distinct
     atoms on top of each other give a pair at distance 0.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> i, j, d = neighbor_pairs(bulk("Cu", "fcc", a=3.6), 2.6)
     >>> len(d), round(float(d.min()), 3)
