@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from aseguide.constraints.base import Objective, ScalarObjective, objective_from_dict
+from aseguide.constraints.base import ObjectiveProtocol, ScalarObjective, objective_from_dict
 from aseguide.constraints.coordination import Coordination
 from aseguide.constraints.hard import coordination_numbers, default_cutoff, mean_coordination, volume_per_atom
 from aseguide.constraints.target import Target, TargetLike
@@ -152,7 +152,7 @@ def VolumePerAtomTarget(target: TargetLike, tolerance: float | None = None) -> H
     return HardView(VolumePerAtom(target, tolerance=tolerance))
 
 
-def objective_name(objective: Objective) -> str:
+def objective_name(objective: ObjectiveProtocol) -> str:
     """A short label for an objective (its ``name``, ``todict()['name']`` or class name)."""
     name = getattr(objective, "name", None)
     if isinstance(name, str) and name:
@@ -186,7 +186,7 @@ def _call(method, structures: list[Atoms]) -> np.ndarray:
             raise first from None
 
 
-def evaluate_objectives(structures: Sequence[Atoms], objectives: Sequence[Objective]) -> dict[str, dict[str, np.ndarray]]:
+def evaluate_objectives(structures: Sequence[Atoms], objectives: Sequence[ObjectiveProtocol]) -> dict[str, dict[str, np.ndarray]]:
     """Descriptor, loss and satisfaction of every objective on every structure.
 
     Works with any object having ``descriptor`` / ``satisfied`` / ``loss`` methods
@@ -320,7 +320,7 @@ def parse_objective(spec: str) -> HardView:
     return obj
 
 
-def hard_objective(description: dict[str, Any]) -> Objective | None:
+def hard_objective(description: dict[str, Any]) -> ObjectiveProtocol | None:
     """Analysis objective for an objective description (run configuration or ``todict()``), or ``None``.
 
     Coordination objectives (keys ``center``, ``neighbor``, ``target``, optional

@@ -21,7 +21,7 @@ from ase import Atoms
 from aseguide.analysis.descriptors import hard_objective, objective_name
 from aseguide.analysis.io import StructureSet, read_structures
 from aseguide.analysis.results import SetResult
-from aseguide.constraints.base import Objective
+from aseguide.constraints.base import ObjectiveProtocol
 
 __all__ = [
     "compare_settings",
@@ -204,8 +204,8 @@ def drop_empty_references(raw_sets: dict[str, StructureSet], notes: list[str]) -
         del raw_sets["references"]
 
 
-def choose_objectives(objectives: Sequence[Objective] | None, raw_sets: dict[str, StructureSet],
-                      notes: list[str]) -> list[Objective]:
+def choose_objectives(objectives: Sequence[ObjectiveProtocol] | None, raw_sets: dict[str, StructureSet],
+                      notes: list[str]) -> list[ObjectiveProtocol]:
     """The objectives given, else those described in the guided run's configuration."""
     objs = list(objectives) if objectives is not None else _objectives_from_config(raw_sets["guided"].config)
     if objectives is None and objs:

@@ -29,7 +29,7 @@ from aseguide.analysis import stages
 from aseguide.analysis.inputs import compare_settings
 from aseguide.analysis.options import AnalysisOptions
 from aseguide.analysis.results import AnalysisResult, SetResult
-from aseguide.constraints.base import Objective
+from aseguide.constraints.base import ObjectiveProtocol
 
 __all__ = ["AnalysisOptions", "SetResult", "AnalysisResult", "analyze", "compare_settings"]
 
@@ -57,7 +57,7 @@ def analyze(
     *,
     compare: Any = None,
     references: Any = None,
-    objectives: Sequence[Objective] | None = None,
+    objectives: Sequence[ObjectiveProtocol] | None = None,
     calculator: Any = None,
     hull: Any = None,
     options: AnalysisOptions | None = None,
@@ -77,7 +77,7 @@ def analyze(
         The unguided baseline; enables the z-tests.
     references : same forms as ``run``, optional
         Known structures (novelty, reference distributions, reference hull).
-    objectives : sequence of Objective, optional
+    objectives : sequence of ObjectiveProtocol, optional
         Objects with ``descriptor`` / ``loss`` / ``satisfied``
         (:mod:`aseguide.constraints` objectives). Default: those described in the
         run's configuration, else none (volume per atom is always reported).

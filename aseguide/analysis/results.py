@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from aseguide.constraints.base import Objective
+from aseguide.constraints.base import ObjectiveProtocol
 
 __all__ = ["SetResult", "AnalysisResult"]
 
@@ -120,7 +120,7 @@ class AnalysisResult:
 
     sets: dict[str, SetResult]
     summary: dict[str, Any]
-    objectives: list[Objective]
+    objectives: list[ObjectiveProtocol]
     pareto: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property

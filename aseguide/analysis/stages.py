@@ -60,7 +60,7 @@ from aseguide.analysis.results import SetResult, _plain, _plain_tree
 from aseguide.analysis.screening import screen_distances
 from aseguide.analysis.stats import two_proportion_ztest
 from aseguide.analysis.symmetry import _dataset, symmetrize
-from aseguide.constraints.base import Objective
+from aseguide.constraints.base import ObjectiveProtocol
 
 __all__ = [
     "symmetrize_sets",
@@ -314,7 +314,7 @@ def hull_distances(sets: dict[str, SetResult], hull_obj: Any, notes: list[str],
 
 
 # ---------------------------------------------------------------------------- step 7: descriptors
-def describe_sets(sets: dict[str, SetResult], objs: list[Objective], say: Callable[[str], None]) -> list[str]:
+def describe_sets(sets: dict[str, SetResult], objs: list[ObjectiveProtocol], say: Callable[[str], None]) -> list[str]:
     """Step 7: descriptors, losses and satisfaction of the objectives; returns their names."""
     for label, res in sets.items():
         say(f"[7/9] descriptors of {label} ...")

@@ -8,7 +8,7 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator, all_changes
 
-from aseguide.constraints.base import Objective, energy_forces_stress, objective_from_dict
+from aseguide.constraints.base import ObjectiveProtocol, energy_forces_stress, objective_from_dict
 
 __all__ = ["GuidanceCalculator"]
 
@@ -43,7 +43,7 @@ class GuidanceCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, objective: Objective | dict[str, Any], **kwargs: Any) -> None:
+    def __init__(self, objective: ObjectiveProtocol | dict[str, Any], **kwargs: Any) -> None:
         objective = objective_from_dict(objective)
         super().__init__(**kwargs)
         self.objective = objective

@@ -6,7 +6,7 @@
     $ aseguide generate examples/volume_tiny.yaml --output runs/demo --resume
 
 The configuration is validated before any compute (unknown keys and bad values are
-named, exit code 2); results are written batch by batch (see :mod:`aseguide.generate`).
+named, exit code 2); results are written batch by batch (see :mod:`aseguide.runs`).
 """
 
 from __future__ import annotations
@@ -81,7 +81,8 @@ def _property_conditions() -> list[PropertyCondition]:
 def run_generate(args: argparse.Namespace) -> int:
     """Handler of ``aseguide generate``; returns the exit code."""
     begin = min(STARTED, time.perf_counter())  # the imports (torch, MatterGen) included
-    from aseguide.generate import GenerateConfig, generate
+    from aseguide.runs.config import GenerateConfig
+    from aseguide.runs.generate import generate
 
     overrides = {key: getattr(args, key) for key in (
         "model", "num_structures", "batch_size", "num_atoms", "chemical_system", "guidance_factor",

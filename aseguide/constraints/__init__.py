@@ -28,6 +28,7 @@ from aseguide.constraints.base import (
     PENALTIES,
     BaseObjective,
     Objective,
+    ObjectiveProtocol,
     ScalarObjective,
     energy_forces_stress,
     objective_from_dict,
@@ -53,6 +54,7 @@ from aseguide.constraints.volume import Volume, VolumePerAtom
 
 __all__ = [
     "Objective",
+    "ObjectiveProtocol",
     "BaseObjective",
     "ScalarObjective",
     "Target",

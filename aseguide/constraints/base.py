@@ -42,6 +42,7 @@ from aseguide.state import CrystalBatch
 
 __all__ = [
     "Objective",
+    "ObjectiveProtocol",
     "BaseObjective",
     "ScalarObjective",
     "Target",
@@ -100,7 +101,7 @@ def penalty(distance: torch.Tensor, kind: str = "l1", delta: float = 1.0) -> tor
 
 # ---------------------------------------------------------------------------- gradients
 def energy_forces_stress(
-    objective: Objective, structures: StructuresLike
+    objective: ObjectiveProtocol, structures: StructuresLike
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Loss as an energy with its forces and stress, in ASE conventions.
 
@@ -142,7 +143,7 @@ def energy_forces_stress(
 
 # ---------------------------------------------------------------------------- objectives
 @runtime_checkable
-class Objective(Protocol):
+class ObjectiveProtocol(Protocol):
     """What every guidance objective offers (a structural type, for type hints).
 
     Any object with these methods is an objective for the samplers, the
@@ -152,7 +153,7 @@ class Objective(Protocol):
     Examples
     --------
     >>> from aseguide.constraints import Volume
-    >>> isinstance(Volume(40.0), Objective)
+    >>> isinstance(Volume(40.0), ObjectiveProtocol)
     True
     """
 
@@ -335,6 +336,11 @@ class BaseObjective:
     def repeat(self, m: Any, n: int) -> BaseObjective:
         """Species-based objective: the same objective applies to a supercell."""
         return self.copy()
+
+
+#: The public base class of objectives (subclass it to write your own); same class as
+#: :class:`BaseObjective`. Type hints use :class:`ObjectiveProtocol`.
+Objective = BaseObjective
 
 
 class ScalarObjective(BaseObjective):

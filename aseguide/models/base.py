@@ -148,6 +148,9 @@ class ScoreBackend(ABC):
     max_atoms: int | None = None
     #: number of diffusion steps a sampler takes when the user does not choose one
     default_steps: int = 1000
+    #: precision policies (:data:`aseguide.precision.PRECISIONS`) ``session`` takes as its
+    #: ``precision`` keyword; empty for a backend without a network, which ignores them
+    precisions: tuple[str, ...] = ()
 
     @abstractmethod
     def session(

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aseguide.composition import normalize_chemical_system
+
 __all__ = ["PropertyCondition", "PROPERTY_CONDITIONS", "RELEASED_CONDITIONS", "check_condition",
            "check_conditions", "checkpoint_conditions", "describe_accepted", "normalize_chemical_system"]
 
@@ -261,40 +263,3 @@ def check_conditions(conditions: Mapping[str, Any] | None, *, accepted: Iterable
                              f"it accepts: {describe_accepted(accepted)}")
         checked[name] = check_condition(name, value, where=where)
     return checked
-
-
-def normalize_chemical_system(value: str | list[str] | tuple[str, ...]) -> list[str]:
-    """``"Li-Co-O"`` or ``["Li", "Co", "O"]`` → ``["Li", "Co", "O"]``, checking the elements.
-
-    Parameters
-    ----------
-    value : str or sequence of str
-        Elements joined by ``-`` (or ``,``), or a list of element symbols.
-
-    Returns
-    -------
-    list of str
-        The element symbols, in the given order.
-
-    Raises
-    ------
-    ValueError
-        Empty system or unknown element (named).
-
-    Examples
-    --------
-    >>> normalize_chemical_system("Li-Co-O")
-    ['Li', 'Co', 'O']
-    """
-    from aseguide.state import symbols_to_numbers
-
-    if isinstance(value, str):
-        elements = [e.strip() for e in value.replace(",", "-").split("-") if e.strip()]
-    else:
-        elements = [str(e).strip() for e in value]
-    if not elements:
-        raise ValueError(f"empty chemical system {value!r}")
-    symbols_to_numbers(elements)
-    if len(set(elements)) != len(elements):
-        raise ValueError(f"chemical system {value!r} repeats an element")
-    return elements

@@ -35,7 +35,13 @@ from aseguide.models._mattergen_compat import prepare_mattergen
 from aseguide.models.base import SamplingSession, ScoreBackend, Scores
 from aseguide.models.conditions import check_conditions, describe_accepted
 from aseguide.models.mattergen_config import sampler_settings
-from aseguide.precision import DEFAULT_PRECISION, check_precision, network_precision, uses_autocast
+from aseguide.precision import (
+    DEFAULT_PRECISION,
+    PRECISIONS,
+    check_precision,
+    network_precision,
+    uses_autocast,
+)
 from aseguide.state import CrystalBatch, symbols_to_numbers, wrap_fractional
 
 __all__ = [
@@ -253,6 +259,7 @@ class MatterGenModel(ScoreBackend):
     """A loaded MatterGen model (see :func:`load_model`)."""
 
     fields = ("positions", "lattice", "species")
+    precisions = PRECISIONS
 
     def __init__(self, lightning_module, config, *, name: str, path: Path, max_atoms: int | None,
                  default_steps: int = 1000):

@@ -24,7 +24,6 @@ True
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -45,16 +44,6 @@ from aseguide.state import CrystalBatch
 __all__ = ["GuidedDiffusion"]
 
 _KINDS = ("x0", "xt")
-
-
-def _accepts_keyword(function: Callable, name: str) -> bool:
-    """Whether ``function`` takes a keyword argument ``name`` (explicitly or through ``**kwargs``)."""
-    try:
-        parameters = inspect.signature(function).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    return any(p.name == name and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-               or p.kind == p.VAR_KEYWORD for p in parameters)
 
 
 def _guidance_settings(settings: GuidanceSettings | None, keywords: dict[str, Any]) -> GuidanceSettings:
@@ -198,8 +187,8 @@ class GuidedDiffusion(BaseDynamics):
         ``None``: 2.0 when any condition is given, else 1.0.
     precision : str, optional
         Precision policy of the network (``"mixed"``, ``"fp32"``, ``"bf16"``; see
-        :mod:`aseguide.precision`), passed to ``model.session`` when the backend accepts a
-        ``precision`` keyword (MatterGen); a backend without a network (the analytic one)
+        :mod:`aseguide.precision`), passed to ``model.session`` when the backend lists it in
+        ``model.precisions`` (MatterGen); a backend without a network (the analytic one)
         ignores it. ``None``: the backend's default.
 
     Raises
@@ -293,7 +282,7 @@ class GuidedDiffusion(BaseDynamics):
     def _open_session(self, counts: torch.Tensor, device: torch.device | str | None) -> None:
         """Seed torch, open the model's session and draw the prior, on the sampler's own random stream."""
         options = {}
-        if self.precision is not None and _accepts_keyword(self.model.session, "precision"):
+        if self.precision is not None and self.precision in self.model.precisions:
             options["precision"] = self.precision
         # the device whose RNG the session will use: the requested one, else the model's
         self.device = torch.device(device) if device is not None else torch.device(getattr(self.model, "device", "cpu"))
