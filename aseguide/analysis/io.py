@@ -334,26 +334,10 @@ def read_structures(
     paths = [Path(p) for p in paths]
     if not paths:
         raise ValueError("no input path given")
-    result = StructureSet(label=", ".join(str(p) for p in paths))
-    files: list[Path] = []
-    for path in paths:
-        if not path.exists():
-            raise FileNotFoundError(f"no such file or folder: {str(path)!r}")
-        if path.is_dir():
-            found = _files_of_folder(path, recursive)
-            if not found:
-                raise ValueError(
-                    f"folder {str(path)!r} holds no structure file "
-                    f"(looked for {', '.join(STRUCTURE_SUFFIXES)}, POSCAR*, CONTCAR*)"
-                )
-            files.extend(found)
-            if result.config is None:
-                result.config = read_run_config(path)
-        else:
-            files.append(path)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be positive, got {limit!r}")
-    for path in files:
+    result = StructureSet(label=", ".join(str(p) for p in paths))
+    for path in _input_files(paths, recursive, result):
         if limit is not None and len(result.structures) >= limit:
             break
         try:
@@ -364,15 +348,35 @@ def read_structures(
         result.errors.extend(errors)
         result.files.append(str(path))
         for atoms in frames:
-            if periodic_only:
-                problem = _periodicity_problem(atoms)
-                if problem:
-                    result.errors.append((atoms.info.get("source", str(path)), problem))
-                    continue
-            result.structures.append(atoms)
+            problem = _periodicity_problem(atoms) if periodic_only else None
+            if problem:
+                result.errors.append((atoms.info.get("source", str(path)), problem))
+            else:
+                result.structures.append(atoms)
     if limit is not None:
         del result.structures[limit:]
     return result
+
+
+def _input_files(paths: list[Path], recursive: bool, result: StructureSet) -> list[Path]:
+    """The structure files of the given files and folders; the first run configuration found goes to ``result``."""
+    files: list[Path] = []
+    for path in paths:
+        if not path.exists():
+            raise FileNotFoundError(f"no such file or folder: {str(path)!r}")
+        if not path.is_dir():
+            files.append(path)
+            continue
+        found = _files_of_folder(path, recursive)
+        if not found:
+            raise ValueError(
+                f"folder {str(path)!r} holds no structure file "
+                f"(looked for {', '.join(STRUCTURE_SUFFIXES)}, POSCAR*, CONTCAR*)"
+            )
+        files.extend(found)
+        if result.config is None:
+            result.config = read_run_config(path)
+    return files
 
 
 def _periodicity_problem(atoms: Atoms) -> str | None:

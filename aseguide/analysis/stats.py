@@ -27,7 +27,7 @@ def _count(name: str, value) -> int:
 
 
 def two_proportion_ztest(k_guided: int, n_guided: int, k_unguided: int, n_unguided: int) -> tuple[float, float]:
-    """One-sided two-proportion z-test: is the guided success rate higher?
+    """One-sided two-proportion z-test of a higher guided success rate.
 
     With :math:`p_g = k_g/n_g`, :math:`p_u = k_u/n_u` and the pooled rate
     :math:`p = (k_g + k_u)/(n_g + n_u)`,

@@ -404,8 +404,11 @@ class ScalarObjective(BaseObjective):
 
 
 def _objective_class(name: str) -> type[BaseObjective] | None:
-    """The objective class of a name: an attribute of :mod:`aseguide.constraints` (where
-    classes defined elsewhere are added, see ``docs/extending.md``), else a built-in one."""
+    """Find the objective class of a name.
+
+    An attribute of :mod:`aseguide.constraints` (where classes defined elsewhere are
+    added, see ``docs/extending.md``), else a built-in one.
+    """
     package = sys.modules.get("aseguide.constraints")  # always imported before this module
     cls = getattr(package, name, None)
     if isinstance(cls, type) and issubclass(cls, BaseObjective):

@@ -1,5 +1,8 @@
-"""The batched potential: energies of a :class:`~aseguide.state.CrystalBatch`, differentiable in its
-fractional coordinates and lattice, robust to structures on which the network fails."""
+"""The batched potential: energies of a :class:`~aseguide.state.CrystalBatch`.
+
+Energies are differentiable in the fractional coordinates and the lattice, and robust
+to structures on which the network fails.
+"""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """GRACE (tensorpotential, on TensorFlow): model folders and names, and its ASE calculator.
 
 GRACE validates (energies of generated and reference structures with the same potential);
-it cannot drive guidance: TensorFlow gradients do not flow into torch's autograd."""
+it cannot drive guidance: TensorFlow gradients do not flow into torch's autograd.
+"""
 
 from __future__ import annotations
 

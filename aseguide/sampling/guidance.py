@@ -476,8 +476,10 @@ def diffusion_step(
     objective=None,
     settings: GuidanceSettings = UNGUIDED,
 ) -> StepResult:
-    """One timestep ``t -> t + dt``: corrector, then ``settings.recurrence`` passes of
-    score -> forward guidance -> backward guidance -> predictor.
+    """Take one timestep ``t -> t + dt`` of the whole batch.
+
+    The corrector, then ``settings.recurrence`` passes of score -> forward guidance ->
+    backward guidance -> predictor.
 
     Between passes the proposal is re-noised from ``t + dt`` back to ``t`` with the
     session's exact kernel; the last proposal is kept. With ``objective=None`` (or zero

@@ -1,5 +1,6 @@
-"""Where reference hulls come from: records, CSV tables, pymatgen entries, structures and a
-potential, the Materials Project.
+"""Where reference hulls come from.
+
+Records, CSV tables, pymatgen entries, structures and a potential, the Materials Project.
 
 Each function returns the entries a :class:`~aseguide.thermo.ReferenceHull` is built
 from; the hull's constructors (``ReferenceHull.from_table`` ...) call them.

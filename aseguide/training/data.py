@@ -77,6 +77,17 @@ def split_indices(n: int, held_out: int, seed: int = 0) -> tuple[np.ndarray, np.
 
 
 def atoms_from_cif(text: str):
+    """Read one structure from the text of a CIF.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from ase.io import write
+    >>> import io
+    >>> buffer = io.BytesIO(); write(buffer, bulk("C", "diamond", a=3.567), format="cif")
+    >>> len(atoms_from_cif(buffer.getvalue().decode()))
+    2
+    """
     import io
 
     from ase.io import read
