@@ -12,8 +12,8 @@ It uses only:
 :func:`install` registers these modules in :data:`sys.modules` **only** when the compiled
 packages are not importable, so an installed ``torch_scatter`` always wins.
 
-Example
--------
+Examples
+--------
 >>> import torch
 >>> from aseguide._scatter import scatter
 >>> scatter(torch.tensor([1., 2., 3.]), torch.tensor([0, 1, 0]), dim=0, reduce="sum")

@@ -1,7 +1,7 @@
 """Checks shared by the guidance objectives and the analysis objectives (no torch here).
 
-Example
--------
+Examples
+--------
 >>> check_volume_target(7.0, [(7.0, 7.0)])
 >>> check_volume_target(0, [(0.0, 0.0)])
 Traceback (most recent call last):

@@ -29,8 +29,8 @@ search runs in the batch's precision (float64 or float32).
 The self pair ``i == j`` with zero shift is excluded explicitly; an atom's own
 periodic images (``i == j``, non-zero shift) are genuine neighbours and are kept.
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.state import CrystalBatch
 >>> batch = CrystalBatch.from_atoms(bulk("C", "diamond", a=3.567))
@@ -135,8 +135,8 @@ def neighbor_list(
         Indices and integer shifts (no gradient); compute distances with
         :meth:`NeighborList.distances` to get gradients.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from aseguide.state import CrystalBatch
     >>> batch = CrystalBatch.from_atoms(bulk("NaCl", "rocksalt", a=5.64))

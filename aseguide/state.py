@@ -13,8 +13,8 @@ Atoms of one structure are contiguous, in the order of ``num_atoms``. Conversion
 and from :class:`ase.Atoms` and :class:`pymatgen.core.Structure` are exact (the
 Cartesian positions are rebuilt from the same fractional coordinates and cell).
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.state import CrystalBatch
 >>> batch = CrystalBatch.from_atoms([bulk("Si"), bulk("NaCl", "rocksalt", a=5.64)])
@@ -54,8 +54,8 @@ def symbols_to_numbers(symbols: str | int | Iterable[str | int]) -> list[int]:
     ValueError
         If a symbol is not a chemical element, naming it.
 
-    Example
-    -------
+    Examples
+    --------
     >>> symbols_to_numbers(["Co", "O"])
     [27, 8]
     """
@@ -80,8 +80,8 @@ def wrap_fractional(frac: torch.Tensor) -> torch.Tensor:
     ``torch.remainder`` of a tiny negative number returns exactly 1.0 in floating point;
     such values are mapped to 0.0 so the result is always inside the half-open interval.
 
-    Example
-    -------
+    Examples
+    --------
     >>> wrap_fractional(torch.tensor([-1e-9, 1.25, 3.0]))
     tensor([0.0000, 0.2500, 0.0000])
     """
@@ -110,8 +110,8 @@ class CrystalBatch:
     num_atoms:
         Number of atoms of each structure, ``(n_structures,)``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> b = CrystalBatch(frac=torch.zeros(1, 3), cell=torch.eye(3)[None] * 3.0,
     ...                  numbers=torch.tensor([6]), num_atoms=torch.tensor([1]))

@@ -6,8 +6,8 @@ Any ASE calculator works (``EMT``, CHGNet, MatterSim, ...). A hull is any object
 built from structures whose energies were computed with the same calculator (the paper's
 "reference-based convex hull").
 
-Example
--------
+Examples
+--------
 >>> import numpy as np
 >>> from ase.build import bulk
 >>> from ase.calculators.emt import EMT
@@ -166,8 +166,8 @@ def _per_atom_entry(composition_or_atoms: Any, energy_per_atom: float) -> PDEntr
 def stored_energies(structures: Sequence[Atoms], key: str = "energy_per_atom") -> np.ndarray:
     """Energies per atom already stored in ``atoms.info[key]`` (``nan`` where absent).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> a = bulk("Cu"); a.info["energy_per_atom"] = -3.5
     >>> stored_energies([a, bulk("Cu")]).tolist()
@@ -198,8 +198,8 @@ def energies_above_hull(
         ``None``, or why the structure has no value (e.g. an element absent from
         the hull); such structures are flagged, not dropped.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> hull = PhaseDiagramHull.from_energies({"Cu": -3.0})
     >>> e, why = energies_above_hull([bulk("Cu"), bulk("Au")], [-2.9, -3.0], hull)
@@ -240,8 +240,8 @@ def filter_references(
     e_above_hull : numpy.ndarray
         The value used for every input reference (``nan`` when unknown).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> a, b = bulk("Cu"), bulk("Cu", "bcc", a=2.9)
     >>> a.info["energy_per_atom"], b.info["energy_per_atom"] = -3.0, -2.0

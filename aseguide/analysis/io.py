@@ -18,8 +18,8 @@ named in :attr:`StructureSet.errors`; the others are still read. A CIF that list
 atoms on one site (which ASE's reader would merge silently) is such an error, naming
 the sites (:func:`cif_overlapping_sites`).
 
-Example
--------
+Examples
+--------
 >>> from aseguide.analysis import read_structures
 >>> run = read_structures("runs/boron")                     # doctest: +SKIP
 >>> len(run), run.errors                                    # doctest: +SKIP
@@ -75,8 +75,8 @@ class StructureSet(Sequence):
     label:
         A short name for the set (the folder or file name).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> s = StructureSet([bulk("Si")], label="si")
     >>> len(s), s[0].get_chemical_formula()
@@ -323,8 +323,8 @@ def read_structures(
     ValueError
         No structure file in the given folder(s) (the folder is named).
 
-    Example
-    -------
+    Examples
+    --------
     >>> s = read_structures("../shared/data/structures")    # doctest: +SKIP
     >>> sorted({a.info["source"].rsplit("/", 1)[-1] for a in s})[:1]  # doctest: +SKIP
     ['FeB_AB_oP8_62_c_c_pymatgen_aflow_proto.cif']

@@ -6,8 +6,8 @@ objective's loss (with ``target=None`` and ``scale=None``: exactly the energy ab
 the reference hull in eV/atom), ``forces = -dloss/dpositions``, ``stress =
 (1/V) dloss/dstrain``.
 
-Example
--------
+Examples
+--------
 >>> from aseguide.calculators import EnergyAboveHull, ReferenceHull
 >>> hull = ReferenceHull.from_table("mattergenbis_vb_LiCoO.csv", "total")   # doctest: +SKIP
 >>> atoms.calc = EnergyAboveHull("chgnet", hull, scale=None)               # doctest: +SKIP
@@ -41,8 +41,8 @@ class EnergyAboveHull(GuidanceCalculator):
     ----------
     objective : aseguide.constraints.EnergyAboveHull
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from ase.calculators.emt import EMT
     >>> from pymatgen.analysis.phase_diagram import PDEntry

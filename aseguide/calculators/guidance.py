@@ -29,8 +29,8 @@ class GuidanceCalculator(Calculator):
     objective:
         An :class:`~aseguide.constraints.Objective` (or its ``todict()``).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> from aseguide.constraints import VolumePerAtom
     >>> atoms = bulk("Si", "sc", a=3.0)  # 27 Å³/atom

@@ -14,8 +14,8 @@ potential fails, whose energy is not finite, or whose composition leaves the hul
 chemical system gets the constant loss ``scale * asinh(failure_value / scale)`` and no
 gradient, and ``nan`` as descriptor; the rest of the batch is unaffected.
 
-Example
--------
+Examples
+--------
 >>> from aseguide.thermo import ReferenceHull
 >>> from aseguide.constraints import EnergyAboveHull
 >>> hull = ReferenceHull.from_table("mattergenbis_vb_LiCoO.csv", "total")     # doctest: +SKIP
@@ -115,8 +115,8 @@ class EnergyAboveHull(BaseObjective):
         potential (no torch gradients; the message names the alternatives), an unknown
         loss or a bad number (named).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.calculators.emt import EMT
     >>> from ase.build import bulk
     >>> from pymatgen.analysis.phase_diagram import PDEntry

@@ -33,8 +33,8 @@ does not depend on which other structures share the batch. The session key is dr
 from torch's global generator when the session is made (so ``torch.manual_seed``
 before :meth:`GaussianBackend.session` fixes it), or given as ``seed=``.
 
-Example
--------
+Examples
+--------
 >>> import torch
 >>> from aseguide.models.analytic import GaussianBackend
 >>> session = GaussianBackend().session(torch.tensor([2, 3]), steps=20, seed=0)
@@ -103,8 +103,8 @@ def counter_uniform(
     The value depends only on ``(key, draw, stream, element)``: a stateless,
     counter-based generator (32 random bits per number).
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> u = counter_uniform(1, 0, torch.zeros(4, dtype=torch.long), torch.arange(4))
     >>> bool(((u > 0) & (u < 1)).all()), torch.equal(u[:2], counter_uniform(1, 0, torch.zeros(2), torch.arange(2)))
@@ -119,8 +119,8 @@ def counter_normal(
 ) -> torch.Tensor:
     """Standard normal numbers (Box-Muller on two counter-based uniforms); see :func:`counter_uniform`.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import torch
     >>> z = counter_normal(7, 3, torch.zeros(100000, dtype=torch.long), torch.arange(100000))
     >>> abs(float(z.mean())) < 0.02, abs(float(z.std()) - 1) < 0.02
@@ -140,8 +140,8 @@ class GaussianMixture:
 
     ``means`` has shape ``(K, 3)`` (positions, per atom) or ``(K, 3, 3)`` (lattice).
 
-    Example
-    -------
+    Examples
+    --------
     >>> GaussianMixture([[0.5, 0.5, 0.5]], [0.1]).n_components
     1
     """
@@ -203,8 +203,8 @@ class GaussianBackend(ScoreBackend):
     dtype:
         Floating dtype of the sessions.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import numpy as np
     >>> backend = GaussianBackend(lattice=GaussianMixture([4.0 * np.eye(3)], [0.2]))
     >>> backend.fields

@@ -21,8 +21,8 @@ name                                unit         released checkpoint(s)
 ``energy_above_hull``               eV/atom      ``chemical_system_energy_above_hull``
 ==================================  ===========  ===================================
 
-Example
--------
+Examples
+--------
 >>> check_conditions({"space_group": 225}, accepted=("space_group",), model="space_group")
 {'space_group': 225}
 >>> check_conditions({"dft_band_gap": -1.0}, accepted=("dft_band_gap",), model="dft_band_gap")
@@ -135,8 +135,8 @@ def checkpoint_conditions(name_or_path: str | os.PathLike) -> tuple[str, ...] | 
         The condition names, in the order of ``model.conditions`` after loading; ``None``
         when they cannot be known before loading.
 
-    Example
-    -------
+    Examples
+    --------
     >>> checkpoint_conditions("dft_mag_density_hhi_score")
     ('dft_mag_density', 'hhi_score')
     """

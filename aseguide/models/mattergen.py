@@ -9,8 +9,8 @@ Unguided sampling through a :class:`MatterGenSession` performs exactly the opera
 of MatterGen's ``PredictorCorrector`` (same classes, same order of random draws from
 torch's global generator), so the same seed gives the same structures.
 
-Example
--------
+Examples
+--------
 >>> from aseguide import load_model                     # doctest: +SKIP
 >>> model = load_model("chemical_system")               # doctest: +SKIP
 >>> session = model.session(torch.tensor([8, 8]), steps=1000,
@@ -192,8 +192,8 @@ def load_model(
     conditioned ``chemical_system`` and among the elements MatterGen generates. The
     conditions the checkpoint accepts are in ``model.conditions``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from aseguide.testing import make_tiny_model
     >>> import tempfile
     >>> path = make_tiny_model(tempfile.mkdtemp())

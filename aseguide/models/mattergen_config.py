@@ -6,8 +6,8 @@ configuration files, so aseguide writes its own (for the tiny test model, the of
 models it trains, and the random full-size model of the benchmarks), naming MatterGen's
 classes through ``_target_`` keys exactly as a released checkpoint does.
 
-Example
--------
+Examples
+--------
 >>> cfg = lightning_module_config(hidden_dim=16, num_blocks=1)
 >>> cfg["lightning_module"]["diffusion_module"]["model"]["_target_"]
 'mattergen.denoiser.GemNetTDenoiser'

@@ -35,8 +35,8 @@ call are in ``potential.last_failures``. Non-finite gradients are zeroed.
 Units: eV for energies, Å for lengths; :meth:`BatchedPotential.energy` returns total
 energies per structure, :meth:`BatchedPotential.energy_per_atom` per atom.
 
-Example
--------
+Examples
+--------
 >>> from ase.build import bulk
 >>> from aseguide.state import CrystalBatch
 >>> from aseguide.potentials import get_potential

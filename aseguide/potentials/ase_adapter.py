@@ -50,8 +50,8 @@ class ASECalculatorPotential(BatchedPotential):
     name:
         Label for logs.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.calculators.emt import EMT
     >>> from ase.build import bulk
     >>> pot = ASECalculatorPotential(EMT())

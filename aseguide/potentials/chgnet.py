@@ -24,8 +24,8 @@ class CHGNetPotential(TorchPotential):
     model:
         A loaded ``chgnet.model.CHGNet``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> pot = CHGNetPotential.from_pretrained("0.3.0")  # doctest: +SKIP
     """
 

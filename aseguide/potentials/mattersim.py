@@ -30,8 +30,8 @@ class MatterSimPotential(TorchPotential):
     device:
         Defaults to the potential's device.
 
-    Example
-    -------
+    Examples
+    --------
     >>> pot = MatterSimPotential.from_checkpoint("mattersim-v1.0.0-1M")  # doctest: +SKIP
     """
 

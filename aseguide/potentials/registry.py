@@ -117,8 +117,8 @@ def get_calculator(name: str | Calculator | BatchedPotential, **kwargs: Any) -> 
     ImportError
         When the potential's package is missing (with the ``pip install`` line).
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> atoms = bulk("Si")
     >>> atoms.calc = get_calculator("chgnet")  # doctest: +SKIP
@@ -159,8 +159,8 @@ def get_potential(calculator: str | Calculator | BatchedPotential, **kwargs: Any
     **kwargs:
         As for :func:`get_calculator` (``model=``/``checkpoint=``, ``device=``, ``modal=``).
 
-    Example
-    -------
+    Examples
+    --------
     >>> pot = get_potential("chgnet", device="cpu")  # doctest: +SKIP
     >>> from ase.calculators.emt import EMT
     >>> get_potential(EMT())

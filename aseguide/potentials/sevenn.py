@@ -27,8 +27,8 @@ class SevenNetPotential(TorchPotential):
     modal:
         Fidelity of a multi-fidelity model (e.g. ``"mpa"`` for ``7net-mf-ompa``).
 
-    Example
-    -------
+    Examples
+    --------
     >>> pot = SevenNetPotential.from_checkpoint("7net-0")  # doctest: +SKIP
     """
 

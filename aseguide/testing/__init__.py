@@ -125,8 +125,8 @@ def sampler_step_seconds(model, batch_size: int, n_atoms: int, t: float = 0.5) -
     would blow the cell up after one real step and make later steps unrealistically
     cheap (empty graphs). Used by the benchmarks.
 
-    Example
-    -------
+    Examples
+    --------
     >>> import tempfile
     >>> from aseguide import load_model
     >>> model = load_model(make_tiny_model(tempfile.mkdtemp()), device="cpu")

@@ -46,8 +46,8 @@ def element_shifts(structures: Sequence[Atoms], elements: Sequence[str]) -> dict
     or ``atoms.info["energy_per_atom"]``; structures without one are skipped. With
     fewer structures than elements the minimum-norm solution is returned.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.build import bulk
     >>> a, b = bulk("Cu"), bulk("Au")
     >>> a.info["energy_per_atom"], b.info["energy_per_atom"] = -3.5, -3.2
@@ -108,8 +108,8 @@ def make_tiny_grace(
     pathlib.Path
         ``directory``, to pass as ``model=`` to ``get_calculator("grace", ...)``.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from ase.io import read
     >>> frames = read("../shared/data/dft-benchmarks/mptrj-random-1k.xyz", index=":5")  # doctest: +SKIP
     >>> folder = make_tiny_grace(tmp_path / "grace", frames)                          # doctest: +SKIP

@@ -22,8 +22,8 @@ TINY_MATTERSIM_ARGS = dict(num_blocks=2, units=16, max_l=2, max_n=3, cutoff=4.5,
 def make_tiny_mattersim(path: str | os.PathLike, seed: int = 0) -> Path:
     """Build and save a tiny random MatterSim model; returns the ``.pth`` path.
 
-    Example
-    -------
+    Examples
+    --------
     >>> from aseguide.calculators import get_calculator
     >>> ckpt = make_tiny_mattersim(tmp_path / "tiny.pth")          # doctest: +SKIP
     >>> calc = get_calculator("mattersim", checkpoint=ckpt, device="cpu")  # doctest: +SKIP
