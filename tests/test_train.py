@@ -293,3 +293,20 @@ def test_preset_that_contradicts_the_config_file_is_a_usage_error_and_writes_not
         assert getattr(tiny, key) != value
         assert f"{key}={value!r}" in error
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_shipped_carbon_model_loads_offline_with_its_sampling_defaults():
+    """``load_model("carbon-24-small")``: the packaged model, no network, its own step count and size limit."""
+    from aseguide import load_model
+    from aseguide.models.registry import packaged_models
+    from aseguide.optimize import GuidedDiffusion
+
+    if "carbon-24-small" not in packaged_models():
+        pytest.skip("carbon-24-small is not packaged in this checkout")
+    model = load_model("carbon-24-small", device="cpu")
+    assert (model.default_steps, model.max_atoms) == (250, 24)
+    assert 1.0e6 < model.num_parameters() < 1.2e6
+    opt = GuidedDiffusion(model, None, batch_size=2, num_atoms=8, steps=3, seed=0)
+    opt.run()
+    for atoms in opt.get_structures():
+        assert len(atoms) == 8 and np.isfinite(atoms.get_positions()).all()
