@@ -176,6 +176,14 @@ class TorchPotential(BatchedPotential):
         return f, c
 
 
+def _parameter_device(model: Any) -> torch.device | None:
+    """Device of a model's first parameter (``None`` for a model without parameters)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:  # pragma: no cover
+        return None
+
+
 def _freeze(module: torch.nn.Module) -> torch.nn.Module:
     for p in module.parameters():
         p.requires_grad_(False)

@@ -11,7 +11,14 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from aseguide.potentials.base import TorchPotential, _freeze, _image_shift, _import_error, _resolve_device
+from aseguide.potentials.base import (
+    TorchPotential,
+    _freeze,
+    _image_shift,
+    _import_error,
+    _parameter_device,
+    _resolve_device,
+)
 
 __all__ = ["CHGNetPotential", "chgnet_calculator"]
 
@@ -32,12 +39,7 @@ class CHGNetPotential(TorchPotential):
     name = "chgnet"
 
     def __init__(self, model: Any, device: str | torch.device | None = None) -> None:
-        if device is None:
-            try:
-                device = next(model.parameters()).device
-            except StopIteration:  # pragma: no cover
-                device = None
-        super().__init__(device)
+        super().__init__(_parameter_device(model) if device is None else device)
         self.model = _freeze(model.to(self.device))
         from chgnet.graph import CrystalGraphConverter
 

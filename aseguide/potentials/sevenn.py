@@ -11,7 +11,13 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from aseguide.potentials.base import TorchPotential, _freeze, _import_error, _resolve_device
+from aseguide.potentials.base import (
+    TorchPotential,
+    _freeze,
+    _import_error,
+    _parameter_device,
+    _resolve_device,
+)
 
 __all__ = ["SevenNetPotential", "sevenn_calculator"]
 
@@ -35,12 +41,7 @@ class SevenNetPotential(TorchPotential):
     name = "sevenn"
 
     def __init__(self, model: Any, modal: str | None = None, device: str | torch.device | None = None) -> None:
-        if device is None:
-            try:
-                device = next(model.parameters()).device
-            except StopIteration:  # pragma: no cover
-                device = None
-        super().__init__(device)
+        super().__init__(_parameter_device(model) if device is None else device)
         model = copy.deepcopy(model)
         model.set_is_batch_data(True)
         model.eval_type_map = torch.tensor(True)
