@@ -68,6 +68,7 @@ def lightning_module_config(
     conditions: tuple[str, ...] = (),
     num_steps: int = 1000,
     learning_rate: float = 1e-4,
+    loss_weights: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """A complete MatterGen configuration (``{"lightning_module": ...}``) as a plain dict.
 
@@ -85,7 +86,18 @@ def lightning_module_config(
         adapter-style conditional model with classifier-free dropout.
     num_steps:
         Length of the species (D3PM) schedule used in training.
+    learning_rate:
+        Adam learning rate of the lightning module's optimizer.
+    loss_weights:
+        ``MaterialsLoss.weights`` (keys ``pos``, ``cell``, ``atomic_numbers``); default
+        those of the released checkpoints, ``{"pos": 0.1, "cell": 1.0, "atomic_numbers": 1.0}``.
     """
+    weights = {"pos": 0.1, "cell": 1.0, "atomic_numbers": 1.0}
+    if loss_weights is not None:
+        unknown_weights = set(loss_weights) - set(weights)
+        if unknown_weights:
+            raise ValueError(f"unknown loss weights {sorted(unknown_weights)}; known: {sorted(weights)}")
+        weights.update({k: float(v) for k, v in loss_weights.items()})
     unknown = set(conditions) - {"chemical_system"}
     if unknown:
         raise ValueError(f"unsupported conditions {sorted(unknown)}; supported: ['chemical_system']")
@@ -171,7 +183,7 @@ def lightning_module_config(
             "include_cell": True,
             "include_atomic_numbers": True,
             "d3pm_hybrid_lambda": 0.01,
-            "weights": {"pos": 1.0, "cell": 1.0, "atomic_numbers": 1.0},
+            "weights": weights,
         },
     }
     if property_embeddings:

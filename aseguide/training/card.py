@@ -74,9 +74,12 @@ def write_model_card(path: Path, config: TrainConfig, summary: TrainSummary, dev
         f"- steps: {summary.steps} at batch {config.batch_size}; {summary.seconds / 60:.2f} min "
         f"(+ {conversion_seconds:.0f} s data conversion)",
         f"- Adam lr {config.learning_rate}, gradient clip {config.grad_clip}, seed {config.seed}",
+        f"- loss weights (MaterialsLoss): positions {config.position_loss_weight}, lattice "
+        f"{config.lattice_loss_weight}, species {config.species_loss_weight}",
+        f"- initial weights: {config.init_from}" if config.init_from else "- initial weights: random",
         f"- training loss: {summary.first_loss:.4g} (first steps) -> {summary.final_loss:.4g} (last steps)",
         f"- held-out loss (EMA weights): {summary.held_out_loss:.4g} final, {summary.best_held_out_loss:.4g} best",
-        f"- held-out curve (step: loss): {curve}",
+        f"- held-out curve (step: loss): {curve}; unweighted terms per field in `held_out_log.csv`",
         "",
         "## Evaluation",
         "Not yet run: `python -m aseguide.evaluation` (see `examples/carbon/README.md`).",

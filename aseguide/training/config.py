@@ -54,6 +54,16 @@ class TrainConfig:
         Sampling defaults recorded in the checkpoint: the number of diffusion steps
         :func:`aseguide.load_model` users get when they do not choose one, and the
         largest cell (atoms) the model is offered for (carbon_24 has up to 24).
+    position_loss_weight, lattice_loss_weight, species_loss_weight : float
+        Weights of the three terms of MatterGen's loss (``MaterialsLoss.weights``); the
+        defaults 0.1 / 1 / 1 are those of MatterGen's released checkpoints. With 1 / 1 / 1
+        the position term (a sum over atoms) dominates and the lattice score is learnt
+        so slowly that sampled cells blow up (carbon-24-small's first sitting).
+    init_from : str or None
+        A model folder (``config.yaml`` + ``checkpoints/last.ckpt``), a ``last.ckpt`` or a
+        periodic ``resume.pt``, whose weights (EMA weights where saved) start this run
+        instead of a random initialisation (fine-tuning, or continuing with new settings).
+        The architecture must match; the optimizer starts afresh.
     checkpoint_minutes : float
         Wall time between periodic checkpoints (``checkpoints/resume.pt`` for ``--resume``,
         and the EMA weights in ``checkpoints/last.ckpt``, usable while the run goes on).
@@ -88,6 +98,10 @@ class TrainConfig:
     eval_every: int = 500
     eval_batches: int = 4
     checkpoint_minutes: float = 5.0
+    position_loss_weight: float = 0.1
+    lattice_loss_weight: float = 1.0
+    species_loss_weight: float = 1.0
+    init_from: str | None = None
     sampling_steps: int = 250
     max_atoms: int = 24
     seed: int = 0
@@ -143,6 +157,11 @@ class TrainConfig:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
         if not (self.learning_rate > 0 and self.max_minutes > 0 and self.cutoff > 0):
             raise ValueError("learning_rate, max_minutes and cutoff must be positive")
+        for key in ("position_loss_weight", "lattice_loss_weight", "species_loss_weight"):
+            if not float(getattr(self, key)) >= 0.0:
+                raise ValueError(f"{key} must be >= 0, got {getattr(self, key)!r}")
+        if self.init_from is not None and not isinstance(self.init_from, str):
+            raise ValueError(f"init_from must be a path (str), got {self.init_from!r}")
         if not self.checkpoint_minutes >= 0:
             raise ValueError(f"checkpoint_minutes must be >= 0, got {self.checkpoint_minutes!r}")
 
@@ -151,3 +170,14 @@ class TrainConfig:
         keys = ("hidden_dim", "num_blocks", "num_radial", "num_spherical", "emb_size_trip", "emb_size_rbf",
                 "emb_size_cbf", "emb_size_bil_trip", "cutoff", "max_neighbors")
         return {k: getattr(self, k) for k in keys}
+
+    def loss_weights(self) -> dict[str, float]:
+        """``MaterialsLoss.weights`` of this run (MatterGen's field names).
+
+        Examples
+        --------
+        >>> TrainConfig().loss_weights()
+        {'pos': 0.1, 'cell': 1.0, 'atomic_numbers': 1.0}
+        """
+        return {"pos": float(self.position_loss_weight), "cell": float(self.lattice_loss_weight),
+                "atomic_numbers": float(self.species_loss_weight)}

@@ -18,6 +18,7 @@ Output (``output`` folder), MatterGen's checkpoint layout plus records::
     checkpoints/last.ckpt     {"state_dict": EMA weights, keys "diffusion_module.*", "aseguide": {...}}
     split.json                seeded held-out / training split (row indices and material ids)
     train_log.csv             step, seconds, training loss, held-out loss
+    held_out_log.csv          step, held-out loss and its unweighted terms (pos, cell, atomic_numbers)
     model_card.md             data, split, sizes, parameters, steps, time, losses
 
 Examples
@@ -74,23 +75,44 @@ class _Sampler:
         return collate([self.graphs[i] for i in index.tolist()])
 
 
+#: Columns of ``held_out_log.csv``: MatterGen's unweighted loss terms per field.
+HELD_OUT_FIELDS = ("pos", "cell", "atomic_numbers")
+
+
 @torch.no_grad()
-def _held_out_loss(diffusion_module, graphs: list, batch_size: int, batches: int, seed: int) -> float:
-    """Mean loss over fixed held-out batches with fixed noise (comparable across steps)."""
+def _held_out_loss(diffusion_module, graphs: list, batch_size: int, batches: int,
+                   seed: int) -> tuple[float, dict[str, float]]:
+    """Mean loss over fixed held-out batches with fixed noise (comparable across steps).
+
+    Returns the weighted total and the unweighted term of each field
+    (:data:`HELD_OUT_FIELDS`), which stay comparable when the loss weights change.
+    """
     from mattergen.common.data.collate import collate
 
     was_training = diffusion_module.training
     diffusion_module.eval()
     losses = []
+    terms: dict[str, list[float]] = {name: [] for name in HELD_OUT_FIELDS}
     cuda = [graphs[0].pos.device] if graphs[0].pos.is_cuda else []
     with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         for k in range(batches):
             chunk = [graphs[(k * batch_size + i) % len(graphs)] for i in range(min(batch_size, len(graphs)))]
-            loss, _ = diffusion_module.calc_loss(collate(chunk))
+            loss, metrics = diffusion_module.calc_loss(collate(chunk))
             losses.append(float(loss))
+            for name in HELD_OUT_FIELDS:
+                terms[name].append(float(metrics[name]))
     diffusion_module.train(was_training)
-    return float(np.mean(losses))
+    return float(np.mean(losses)), {name: float(np.mean(values)) for name, values in terms.items()}
+
+
+def _write_held_out_log(path: Path, rows: list[tuple[int, float, dict[str, float]]]) -> None:
+    lines = ["step,held_out_loss," + ",".join(f"held_out_{name}" for name in HELD_OUT_FIELDS)]
+    lines += [f"{step},{total:.6g}," + ",".join(f"{terms[name]:.6g}" for name in HELD_OUT_FIELDS)
+              for step, total, terms in rows]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
 
 
 def _ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
@@ -149,6 +171,7 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
     log = ["step,seconds,train_loss,held_out_loss"]
     losses: list[float] = []
     held_losses: list[tuple[int, float]] = []
+    held_terms: list[tuple[int, float, dict[str, float]]] = []
     step = 0
     previous_seconds = 0.0
     resume_file = output / "checkpoints" / RESUME_FILE
@@ -163,6 +186,15 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
         torch.set_rng_state(saved["torch_rng"])
         step, previous_seconds = int(saved["step"]), float(saved["seconds"])
         losses, held_losses, log = list(saved["losses"]), list(saved["held_losses"]), list(saved["log"])
+        held_terms = list(saved.get("held_terms", []))
+    elif config.init_from is not None:
+        weights = _initial_weights(config.init_from)
+        for module in (diffusion_module, ema):
+            try:
+                module.load_state_dict(weights)
+            except RuntimeError as error:
+                raise ValueError(f"init_from {config.init_from}: its weights do not fit this run's architecture "
+                                 f"({str(error).splitlines()[0]}...); use the sizes it was trained with") from error
     log_file = output / "train_log.csv"
     log_file.write_text("\n".join(log) + "\n")
 
@@ -171,7 +203,7 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
                       "optimizer": optimizer.state_dict(), "generator": generator.get_state(),
                       "torch_rng": torch.get_rng_state(), "step": step,
                       "seconds": previous_seconds + time.perf_counter() - start, "losses": losses,
-                      "held_losses": held_losses, "log": log, "train_config": dataclasses.asdict(config)},
+                      "held_losses": held_losses, "held_terms": held_terms, "log": log, "train_config": dataclasses.asdict(config)},
                      resume_file)
         _save_sampling_checkpoint(ema, model_config, output, config, step,
                                   previous_seconds + time.perf_counter() - start, density)
@@ -196,8 +228,11 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
             elapsed = time.perf_counter() - start
             held = ""
             if step % config.eval_every == 0 or step == config.steps:
-                held_value = _held_out_loss(ema, held_graphs, config.batch_size, config.eval_batches, config.seed)
+                held_value, terms = _held_out_loss(ema, held_graphs, config.batch_size, config.eval_batches,
+                                                   config.seed)
                 held_losses.append((step, held_value))
+                held_terms.append((step, held_value, terms))
+                _write_held_out_log(output / "held_out_log.csv", held_terms)
                 held = f"{held_value:.6g}"
             line = f"{step},{previous_seconds + elapsed:.3f},{value:.6g},{held}"
             log.append(line)
@@ -212,8 +247,10 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
                 last_save = time.perf_counter()
     seconds = previous_seconds + time.perf_counter() - start
     if not held_losses or held_losses[-1][0] != step:
-        held_losses.append((step, _held_out_loss(ema, held_graphs, config.batch_size, config.eval_batches,
-                                                 config.seed)))
+        held_value, terms = _held_out_loss(ema, held_graphs, config.batch_size, config.eval_batches, config.seed)
+        held_losses.append((step, held_value))
+        held_terms.append((step, held_value, terms))
+    _write_held_out_log(output / "held_out_log.csv", held_terms)
     save_state()
     summary = _summary(output, step, seconds, num_parameters, data, losses, held_losses)
     write_model_card(output / "model_card.md", config, summary, device, conversion_seconds, held_losses)
@@ -235,7 +272,7 @@ def _build_model(config: TrainConfig, density: float, device: torch.device) -> t
     from aseguide.models.mattergen_config import lightning_module_config
 
     model_config = lightning_module_config(**config.model_sizes(), average_density=density,
-                                           learning_rate=config.learning_rate)
+                                           learning_rate=config.learning_rate, loss_weights=config.loss_weights())
     torch.manual_seed(config.seed)
     module = instantiate(OmegaConf.create(model_config)["lightning_module"]).to(device)
     ema = copy.deepcopy(module.diffusion_module).eval()
@@ -274,6 +311,32 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _initial_weights(source: str) -> dict[str, torch.Tensor]:
+    """Diffusion-module weights of ``init_from``: a model folder, a ``last.ckpt`` or a ``resume.pt``."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "checkpoints" / "last.ckpt"
+    if not path.is_file():
+        raise ValueError(f"init_from {source}: no such checkpoint (give a model folder with checkpoints/last.ckpt, "
+                         "a last.ckpt or a resume.pt)")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
+        raise ValueError(f"init_from {path}: cannot read it ({type(error).__name__}: {error})") from error
+    if isinstance(saved, dict) and "ema" in saved:
+        return dict(saved["ema"])
+    if isinstance(saved, dict) and "state_dict" in saved:
+        prefix = "diffusion_module."
+        return {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
+    raise ValueError(f"init_from {path}: neither a periodic checkpoint (key 'ema') nor a model checkpoint "
+                     "(key 'state_dict')")
+
+
+#: Values of settings that runs written before the setting existed were trained with.
+LEGACY_SETTINGS = {"position_loss_weight": 1.0, "lattice_loss_weight": 1.0, "species_loss_weight": 1.0,
+                   "init_from": None}
+
+
 def _load_resume(path: Path, config: TrainConfig) -> dict[str, Any]:
     """Read a periodic checkpoint and check that it belongs to the same run settings."""
     try:
@@ -281,7 +344,7 @@ def _load_resume(path: Path, config: TrainConfig) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
         raise ValueError(f"cannot read the periodic checkpoint {path} ({type(error).__name__}: {error}); "
                          "it holds the training state written every checkpoint_minutes") from error
-    before = saved.get("train_config", {})
+    before = {**LEGACY_SETTINGS, **saved.get("train_config", {})}
     now = dataclasses.asdict(config)
     changed = sorted(k for k in now if k not in RESUMABLE_CHANGES and k in before and before[k] != now[k])
     if changed:
