@@ -59,6 +59,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         p.add_argument(f"--{condition.name.replace('_', '-')}", dest=condition.name,
                        type=int if condition.kind == "int" else float, metavar="VALUE",
                        help=f"condition on {condition.description}{unit} (checkpoints trained on it)")
+    p.add_argument("--seeds", help="structure file or folder (ASE-readable) to start from, noised to --start-time")
+    p.add_argument("--start-time", type=float, dest="start_time", metavar="T0",
+                   help="noise level the seeds start from, in [0, 1] (1 = pure noise; default 1)")
+    p.add_argument("--samples-per-seed", type=int, dest="samples_per_seed", metavar="N")
+    p.add_argument("--fix-cell", action="store_true", default=None, dest="fix_cell", help="keep the seeds' cells")
+    p.add_argument("--composition", help="fixed formula, e.g. LiCoO2 (species given, never sampled)")
+    p.add_argument("--formula-units", type=int, dest="formula_units", metavar="N")
     p.add_argument("--guidance-factor", type=float, dest="guidance_factor")
     p.add_argument("--steps", type=int)
     p.add_argument("--seed", type=int)
@@ -86,7 +93,8 @@ def run_generate(args: argparse.Namespace) -> int:
 
     overrides = {key: getattr(args, key) for key in (
         "model", "num_structures", "batch_size", "num_atoms", "chemical_system", "guidance_factor",
-        "steps", "seed", "device", "precision", "output")}
+        "steps", "seed", "device", "precision", "output", "seeds", "start_time", "samples_per_seed",
+        "fix_cell", "composition", "formula_units")}
     overrides.update({c.name: getattr(args, c.name) for c in _property_conditions()})
     if args.objective_json:
         try:

@@ -132,6 +132,31 @@ class SamplingSession(ABC):
     def renoise(self, x: CrystalBatch, s: torch.Tensor, t: torch.Tensor) -> CrystalBatch:
         """Sample the exact forward kernel from time ``s`` to a later time ``t > s``."""
 
+    #: whether the model's data lattices are the symmetric polar factor of the cell
+    #: (MatterGen: its training data and its lattice predictor use it), so that a seed
+    #: crystal must be rotated into that form before it is noised
+    symmetric_lattice: bool = False
+
+    def noise(self, x0: CrystalBatch, t: torch.Tensor) -> CrystalBatch:
+        """Sample the forward process from clean data ``x0`` (time 0) to time ``t``: ``q(x_t | x_0)``.
+
+        Used to start the reverse process from seed crystals and to inpaint fixed atoms.
+        The default is :meth:`renoise` from ``s = 0``, exact when the processes start
+        from the data at ``t = 0`` (no noise at ``t = 0``); a backend whose marginal at
+        ``t = 0`` is not the data (MatterGen's positions keep ``sigma_min``, its species
+        schedule starts one discrete step in) overrides it with the exact marginal.
+        ``x0`` holds real species; noised species may be the backend's mask token.
+
+        Examples
+        --------
+        >>> from aseguide.models.analytic import GaussianBackend
+        >>> session = GaussianBackend().session(torch.tensor([2]), steps=10, seed=0)
+        >>> x0 = session.sample_marginal(0.0)
+        >>> torch.equal(session.noise(x0, torch.zeros(1, dtype=torch.float64)).frac, x0.frac)
+        True
+        """
+        return self.renoise(x0, torch.zeros_like(torch.as_tensor(t)), t)
+
     def to_atoms(self, x: CrystalBatch):
         """``x`` (a Tweedie estimate or a final sample) as a list of ``ase.Atoms``."""
         return x.to_atoms()
@@ -151,6 +176,11 @@ class ScoreBackend(ABC):
     #: precision policies (:data:`aseguide.precision.PRECISIONS`) ``session`` takes as its
     #: ``precision`` keyword; empty for a backend without a network, which ignores them
     precisions: tuple[str, ...] = ()
+
+    @property
+    def supported_elements(self) -> frozenset[int] | None:
+        """Atomic numbers the model can place (given species are checked against it); ``None``: any."""
+        return None
 
     @abstractmethod
     def session(

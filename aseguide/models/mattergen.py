@@ -280,6 +280,19 @@ class MatterGenModel(ScoreBackend):
     def device(self) -> torch.device:
         return next(self.diffusion_module.parameters()).device
 
+    @property
+    def supported_elements(self) -> frozenset[int] | None:
+        """Elements the model can place.
+
+        MatterGen's generated elements under its element mask (set by :func:`load_model`),
+        else its whole species vocabulary.
+        """
+        from mattergen.common.utils.globals import MAX_ATOMIC_NUM, SELECTED_ATOMIC_NUMBERS
+
+        if getattr(self.diffusion_module.model, "element_mask_func", None) is not None:
+            return frozenset(int(z) for z in SELECTED_ATOMIC_NUMBERS)
+        return frozenset(range(1, MAX_ATOMIC_NUM + 1))
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.diffusion_module.parameters())
 
@@ -384,10 +397,15 @@ def _geometry_in_fp32(denoiser: torch.nn.Module, device_type: str) -> Iterator[N
 class MatterGenSession(SamplingSession):
     """Sampling one batch with a MatterGen model (see :class:`SamplingSession`).
 
+    Lattices are MatterGen's symmetric polar form (``symmetric_lattice``): its training
+    data are symmetrised so, and its lattice predictor symmetrises.
+
     ``precision`` (``"mixed"``, ``"fp32"`` or ``"bf16"``, see :mod:`aseguide.precision`)
     applies to the network call only; its outputs are cast back to float32 and all
     sampler math stays in float32.
     """
+
+    symmetric_lattice = True
 
     def __init__(
         self,
@@ -684,22 +702,46 @@ class MatterGenSession(SamplingSession):
         return alpha / sigma**2 * delta
 
     def renoise(self, x: CrystalBatch, s: torch.Tensor, t: torch.Tensor) -> CrystalBatch:
-        from mattergen.common.diffusion.corruption import make_noise_symmetric_preserve_variance
-
         _, sigma_s = self.marginal("positions", s)
         _, sigma_t = self.marginal("positions", t)
         step = torch.sqrt(torch.clamp(sigma_t**2 - sigma_s**2, min=0.0))
-        frac = wrap_fractional(x.frac + step * torch.randn_like(x.frac))
-
         alpha_s, _ = self.marginal("lattice", s)
         alpha_t, _ = self.marginal("lattice", t)
-        ratio = alpha_t / alpha_s
+        return self._forward(x, step, alpha_t / alpha_s, self.species_keep_probability(s, t))
+
+    def noise(self, x0: CrystalBatch, t: torch.Tensor) -> CrystalBatch:
+        """Exact ``q(x_t | x_0)`` of MatterGen's training corruption.
+
+        Positions: ``wrap(x0 + sigma_t eps)`` with the full marginal ``sigma_t`` (which
+        is ``sigma_min``, not 0, at ``t = 0``); lattice: ``alpha_t L0 + (1 - alpha_t)
+        mu(N) + sqrt((1 - alpha_t^2) v(N)) eps`` with symmetric noise, ``mu`` and ``v``
+        the limit mean and variance of a structure of ``N`` atoms; species: each token
+        kept with the absorbing D3PM's survival probability after ``k(t)`` steps, else
+        the mask token (:attr:`mask_token`).
+        """
+        _, sigma_t = self.marginal("positions", t)
+        alpha_t, _ = self.marginal("lattice", t)
+        return self._forward(x0, sigma_t, alpha_t, self._species_survival(t))
+
+    def _forward(self, x: CrystalBatch, step: torch.Tensor, ratio: torch.Tensor, keep: torch.Tensor) -> CrystalBatch:
+        """Gaussian/absorbing forward moves: positions step std, lattice mean ratio, species keep probability."""
+        from mattergen.common.diffusion.corruption import make_noise_symmetric_preserve_variance
+
+        frac = wrap_fractional(x.frac + step * torch.randn_like(x.frac))
         limit_mean, limit_var = self._limit(x)
         noise = make_noise_symmetric_preserve_variance(torch.randn_like(x.cell))
         cell = ratio * x.cell + (1.0 - ratio) * limit_mean + torch.sqrt((1.0 - ratio**2) * limit_var) * noise
-
-        numbers = self._renoise_species(x.numbers, s, t)
+        numbers = self._mask_species(x.numbers, keep)
         return CrystalBatch(frac=frac, cell=cell, numbers=numbers, num_atoms=x.num_atoms, _batch=x._batch)
+
+    def _species_survival(self, t: torch.Tensor) -> torch.Tensor:
+        """Probability that a clean species token is still unmasked at time ``t`` (``q(x_t | x_0)``)."""
+        from mattergen.diffusion.discrete_time import to_discrete_time
+
+        survive = self._species_corruption.d3pm.state.to(self.device)
+        n = self._species_corruption.N
+        index = to_discrete_time(torch.as_tensor(t, device=self.device), N=n, T=self.t_max) + 1
+        return survive[index.clamp(min=0, max=n)]
 
     def species_keep_probability(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Probability that an unmasked species token survives from time ``s`` to ``t``."""
@@ -715,8 +757,8 @@ class MatterGenSession(SamplingSession):
         return torch.where(denominator > 0, numerator / denominator.clamp(min=1e-30),
                            torch.zeros_like(numerator))
 
-    def _renoise_species(self, numbers: torch.Tensor, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        keep = self.species_keep_probability(s, t).reshape(-1)
+    def _mask_species(self, numbers: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        keep = keep.reshape(-1)
         keep_atom = keep.expand(len(self.num_atoms))[self._batch_idx[_SPECIES]]
         masked = torch.rand(numbers.shape, device=self.device) >= keep_atom
         return torch.where(masked, torch.full_like(numbers, self.mask_token), numbers)

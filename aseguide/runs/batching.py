@@ -89,18 +89,20 @@ def split_seed(batch_seed: int, path: str) -> int:
     return int(state[0]) >> 1
 
 
-def run_batch(dynamics_for: Callable[[int, int], Any], size: int, batch_seed: int, prepared=None,
-               path: str = "") -> list:
+def run_batch(dynamics_for: Callable[[int, int, int], Any], size: int, batch_seed: int, prepared=None,
+               path: str = "", offset: int = 0) -> list:
     """Run one batch; on out-of-memory split it in halves (see :func:`split_seed`) down to 1 structure.
 
-    Structures of a split batch carry ``atoms.info["split"]`` (their part, e.g. ``"ab"``)
-    and ``atoms.info["seed"]`` (the part's seed). An out-of-memory error of a single
-    structure is raised.
+    ``dynamics_for(size, seed, offset)`` builds the dynamics of a part; ``offset`` is
+    the index of the part's first structure within the batch (a seeded run starts each
+    structure from its own seed crystal). Structures of a split batch carry
+    ``atoms.info["split"]`` (their part, e.g. ``"ab"``) and ``atoms.info["seed"]`` (the
+    part's seed). An out-of-memory error of a single structure is raised.
     """
     seed = split_seed(batch_seed, path) if path else batch_seed
     failed = None
     try:
-        dynamics = prepared if prepared is not None else dynamics_for(size, seed)
+        dynamics = prepared if prepared is not None else dynamics_for(size, seed, offset)
         prepared = None
         with dynamics:
             dynamics.run()
@@ -120,8 +122,8 @@ def run_batch(dynamics_for: Callable[[int, int], Any], size: int, batch_seed: in
     first = (size + 1) // 2
     logger.warning("batch of %d structures (seed %d%s) ran out of memory (%s); splitting into %d + %d",
                    size, batch_seed, f", part {path}" if path else "", failed, first, size - first)
-    return (run_batch(dynamics_for, first, batch_seed, None, path + "a")
-            + run_batch(dynamics_for, size - first, batch_seed, None, path + "b"))
+    return (run_batch(dynamics_for, first, batch_seed, None, path + "a", offset)
+            + run_batch(dynamics_for, size - first, batch_seed, None, path + "b", offset + first))
 
 
 #: Batch size of ``batch_size="auto"`` off CUDA.
@@ -184,8 +186,8 @@ def auto_batch_size(model, config: GenerateConfig, objective=None) -> int:
     baseline = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     with config.dynamics(model, objective, probe, config.seed) as probe_run:
-        guided = [i for i in range(probe_run.steps) if probe_run.strengths(i) != (0.0, 0.0)]
-        probe_run.nsteps = guided[-1] if guided else probe_run.steps - 1
+        guided = [i for i in range(probe_run.run_steps) if probe_run.strengths(i) != (0.0, 0.0)]
+        probe_run.nsteps = guided[-1] if guided else probe_run.run_steps - 1
         probe_run.step()
         torch.cuda.synchronize(device)
         per_structure = (torch.cuda.max_memory_allocated(device) - baseline) / probe

@@ -32,7 +32,12 @@ from aseguide.models.base import ScoreBackend
 from aseguide.sampling.dynamics import GuidedDiffusion
 from aseguide.sampling.settings import GUIDANCE_KEYS, GuidanceSettings
 
-__all__ = ["GenerateConfig", "build_objective", "GUIDANCE_KEYS"]
+__all__ = ["GenerateConfig", "build_objective", "read_seeds", "GUIDANCE_KEYS", "DEFAULT_NUM_ATOMS"]
+
+#: Atoms per structure when nothing gives the sizes.
+DEFAULT_NUM_ATOMS = 8
+#: Keys of seeded and fixed-formula runs (left out of ``config.json`` when unset).
+_KNOWN_PART_KEYS = ("seeds", "start_time", "samples_per_seed", "composition", "formula_units", "fix_cell")
 
 
 @dataclass
@@ -50,8 +55,26 @@ class GenerateConfig:
         largest batch that fits the free GPU memory (see :func:`auto_batch_size`),
         elsewhere :data:`AUTO_BATCH_SIZE_CPU`; the size chosen is recorded in
         ``progress.json`` and reused on resume.
-    num_atoms : int, mapping or str
-        Atoms per structure: an int, ``{n: weight}`` or a MatterGen distribution name.
+    num_atoms : int, mapping, str or None
+        Atoms per structure: an int, ``{n: weight}`` or a MatterGen distribution name;
+        ``None`` (default): 8, or, with ``seeds``, the seeds' sizes, with
+        ``composition``, ``formula_units`` formula units. With ``composition`` an int
+        gives the total instead of ``formula_units``; with ``seeds`` it must be left out.
+    seeds : str or None
+        A structure file (all its frames) or a folder of structure files readable by
+        ``ase.io.read`` (every readable frame of every file, in name order; unreadable
+        files are skipped, a folder with none is an error): the run starts from these
+        crystals noised to ``start_time`` (see
+        :class:`~aseguide.sampling.dynamics.GuidedDiffusion`). Structure ``j`` of the
+        run comes from seed ``(j // samples_per_seed) % len(seeds)``; ``FixAtoms``
+        constraints stored in the files (``.traj``) keep their atoms.
+    start_time, samples_per_seed, fix_cell : float or None, int or None, bool
+        With ``seeds``: the time ``t0`` in [0, 1] the seeds are noised to (default 1),
+        structures per seed before the next seed (default 1), and whether every seed's
+        cell is kept.
+    composition, formula_units : str or None, int or None
+        A fixed formula (``"LiCoO2"``: species given, never sampled) and its formula
+        units per structure (default 1).
     chemical_system, guidance_factor : str or None, float or None
         Classifier-free conditioning (needs a conditioned checkpoint) and its factor.
     space_group, dft_band_gap, dft_mag_density, ml_bulk_modulus, hhi_score, energy_above_hull, \
@@ -87,7 +110,7 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
     model: str = "tiny-random"
     num_structures: int = 16
     batch_size: int | str = 16
-    num_atoms: Any = 8
+    num_atoms: Any = None
     chemical_system: str | None = None
     space_group: int | None = None
     dft_band_gap: float | None = None
@@ -108,6 +131,12 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
     guidance: dict = field(default_factory=dict)
     output: str = "aseguide-run"
     precision: str = "fp32"
+    seeds: str | None = None
+    start_time: float | None = None
+    samples_per_seed: int | None = None
+    composition: str | None = None
+    formula_units: int | None = None
+    fix_cell: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -172,10 +201,61 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
         if unknown:
             raise ValueError(f"unknown combine key(s) {unknown}; known: ['norm', 'weights']")
         build_objective(self.objectives, self.combine)  # constructs: every argument is checked
+        self._validate_known_parts()
+
+    def _validate_known_parts(self) -> None:
+        """Check ``seeds``, ``start_time``, ``samples_per_seed``, ``composition``, ``formula_units``, ``fix_cell``."""
+        from aseguide.sampling.seeds import composition_numbers
+
+        self._seed_structures = None
+        if self.seeds is None:
+            for name in ("start_time", "samples_per_seed"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"{name}={getattr(self, name)!r} needs seeds: (a structure file or folder)")
+            if self.fix_cell is not False:
+                raise ValueError(f"fix_cell={self.fix_cell!r} needs seeds: (the cells to keep)")
+        else:
+            if self.composition is not None:
+                raise ValueError(f"composition={self.composition!r} cannot be combined with seeds: "
+                                 "(the seeds give the species)")
+            if self.num_atoms is not None:
+                raise ValueError(f"num_atoms={self.num_atoms!r} cannot be combined with seeds: "
+                                 "(the seeds give the sizes)")
+            if not isinstance(self.fix_cell, bool):
+                raise ValueError(f"fix_cell must be true or false, got {self.fix_cell!r}")
+            if self.start_time is not None and (isinstance(self.start_time, bool)
+                                                or not isinstance(self.start_time, (int, float))
+                                                or not 0.0 <= self.start_time <= 1.0):
+                raise ValueError(f"start_time must be a number in [0, 1] (1 = pure noise), got {self.start_time!r}")
+            if self.samples_per_seed is not None and (isinstance(self.samples_per_seed, bool)
+                                                      or not isinstance(self.samples_per_seed, int)
+                                                      or self.samples_per_seed < 1):
+                raise ValueError(f"samples_per_seed must be a positive integer, got {self.samples_per_seed!r}")
+            self._seed_structures = read_seeds(self.seeds)
+        if self.composition is None:
+            if self.formula_units is not None:
+                raise ValueError(f"formula_units={self.formula_units!r} needs composition: (e.g. LiCoO2)")
+        else:
+            composition_numbers(self.composition, self.formula_units, self.num_atoms)
+
+    def seed_structures(self) -> list | None:
+        """The seed crystals read from ``seeds`` (``None`` without seeds)."""
+        return self._seed_structures
 
     def todict(self) -> dict[str, Any]:
-        """The configuration as plain values (what ``config.json`` holds)."""
-        return dataclasses.asdict(self)
+        """The configuration as plain values (what ``config.json`` holds).
+
+        The seed and composition keys appear only when set, and ``num_atoms`` as the 8
+        it means when nothing else gives the sizes (as the configurations of runs made
+        before these keys existed, so that those runs can be resumed).
+        """
+        data = dataclasses.asdict(self)
+        for name in _KNOWN_PART_KEYS:
+            if data[name] in (None, False):
+                del data[name]
+        if data["num_atoms"] is None and self.seeds is None and self.composition is None:
+            data["num_atoms"] = DEFAULT_NUM_ATOMS
+        return data
 
     def guidance_settings(self) -> GuidanceSettings:
         """The ``guidance`` mapping as checked :class:`~aseguide.sampling.settings.GuidanceSettings`.
@@ -187,7 +267,8 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
         """
         return GuidanceSettings.from_dict(self.guidance)
 
-    def dynamics(self, model: ScoreBackend, objective, batch_size: int, seed: int) -> GuidedDiffusion:
+    def dynamics(self, model: ScoreBackend, objective, batch_size: int, seed: int,
+                 first_index: int = 0) -> GuidedDiffusion:
         """The :class:`~aseguide.sampling.dynamics.GuidedDiffusion` of one batch of this run.
 
         Parameters
@@ -200,18 +281,38 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
             Structures in the batch.
         seed : int
             Seed of the batch.
+        first_index : int
+            Index in the run of the batch's first structure (which seeds it starts from).
 
         Returns
         -------
         GuidedDiffusion
             The dynamics, not yet run.
         """
+        known: dict[str, Any] = {}
+        num_atoms = self.num_atoms
+        if self.seeds is not None:
+            seeds = self.seed_structures()
+            per_seed = self.samples_per_seed or 1
+            known = dict(seeds=[seeds[(j // per_seed) % len(seeds)] for j in range(first_index, first_index + batch_size)],
+                         start_time=self.start_time, fix_cell=self.fix_cell)
+            batch_size = None
+        elif self.composition is not None:
+            known = dict(composition=self.composition, formula_units=self.formula_units)
+        elif num_atoms is None:
+            num_atoms = DEFAULT_NUM_ATOMS
         return GuidedDiffusion(
-            model, objective, batch_size=batch_size, num_atoms=self.num_atoms,
+            model, objective, batch_size=batch_size, num_atoms=num_atoms,
             chemical_system=self.chemical_system, guidance_factor=self.guidance_factor,
             steps=self.steps, seed=seed, device=self.device, precision=self.precision,
-            settings=self.guidance_settings(), **self.property_conditions(),
+            settings=self.guidance_settings(), **known, **self.property_conditions(),
         )
+
+    def seed_index(self, index: int) -> int | None:
+        """Which seed structure ``index`` of the run starts from (``None`` without seeds)."""
+        if self.seeds is None:
+            return None
+        return (index // (self.samples_per_seed or 1)) % len(self.seed_structures())
 
     def property_conditions(self) -> dict[str, Any]:
         """The conditions other than ``chemical_system`` that are set (keywords of GuidedDiffusion)."""
@@ -219,6 +320,52 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
 
         return {name: getattr(self, name) for name in PROPERTY_CONDITIONS
                 if name != "chemical_system" and getattr(self, name) is not None}
+
+
+def read_seeds(path: str | os.PathLike) -> list:
+    """Seed crystals from a structure file (every frame) or a folder of them (name order).
+
+    Files ASE cannot read are skipped in a folder; a file that cannot be read, or a
+    folder with no readable structure, is a :class:`ValueError` naming it.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ase.build import bulk
+    >>> from ase.io import write
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> write(folder / "si.cif", bulk("Si"))
+    >>> [a.get_chemical_formula() for a in read_seeds(folder)]
+    ['Si2']
+    """
+    from ase import Atoms
+    from ase.io import read
+
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise ValueError(f"seeds must be a structure file or a folder of them, got {path!r}")
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ValueError(f"seeds {str(path)!r} does not exist")
+    structures: list = []
+    for file in files:
+        try:
+            frames = read(file, index=":")
+        except Exception as error:  # noqa: BLE001 - ASE raises many types for files it cannot read
+            if path.is_file():
+                raise ValueError(f"seeds file {str(file)!r} cannot be read by ASE: {error}") from error
+            continue
+        structures += [a for a in (frames if isinstance(frames, list) else [frames]) if isinstance(a, Atoms)]
+    if not structures:
+        raise ValueError(f"seeds {str(path)!r} holds no structure ASE can read")
+    for i, atoms in enumerate(structures):
+        if not atoms.pbc.all() or len(atoms) == 0:
+            raise ValueError(f"seed {i} read from {str(path)!r} ({atoms.get_chemical_formula()}) is not a crystal: "
+                             f"pbc={atoms.pbc.tolist()}, {len(atoms)} atoms")
+    return structures
 
 
 def build_objective(entries: list, combine: Mapping[str, Any] | None = None):

@@ -79,7 +79,7 @@ def _objective_parts(objective, structures: Sequence[Atoms]) -> dict[str, np.nda
 
 
 def _rows(structures: Sequence[Atoms], parts: dict[str, np.ndarray], first_index: int, batch_index: int,
-          seed: int) -> list[dict[str, Any]]:
+          seed: int, config: GenerateConfig | None = None) -> list[dict[str, Any]]:
     """The ``results.csv`` rows of a batch; also numbers the structures (``atoms.info``)."""
     rows = []
     for offset, atoms in enumerate(structures):
@@ -90,6 +90,9 @@ def _rows(structures: Sequence[Atoms], parts: dict[str, np.ndarray], first_index
                "formula": atoms.get_chemical_formula(), "natoms": len(atoms),
                "loss": atoms.info.get("loss", ""), "satisfied": atoms.info.get("satisfied", ""),
                "finite": atoms.info.get("finite", True), "split": atoms.info.get("split", "")}
+        seed_index = None if config is None else config.seed_index(index)
+        if seed_index is not None:
+            atoms.info["seed_index"] = row["seed_index"] = seed_index
         for name, value in parts.items():
             if offset < len(value):
                 row[f"loss_{name}"] = float(value[offset])
@@ -141,8 +144,8 @@ def generate(
     def size_after(done: int) -> int:
         return min(batch_size, config.num_structures - done)
 
-    def dynamics_for(size: int, seed: int):
-        return config.dynamics(model, objective, size, seed)
+    def dynamics_for(size: int, seed: int, offset: int = 0):
+        return config.dynamics(model, objective, size, seed, first_index=produced + offset)
 
     # Settings the model rejects (conditions, sizes, strengths) fail here, before any file exists.
     first = None
@@ -165,7 +168,7 @@ def generate(
         seed = config.seed + batch_index
         prepared, first = first, None
         structures = run_batch(dynamics_for, size_after(produced), seed, prepared)
-        rows = _rows(structures, _objective_parts(objective, structures), produced, batch_index, seed)
+        rows = _rows(structures, _objective_parts(objective, structures), produced, batch_index, seed, config)
         folder.append_batch(structures, rows, first_index=produced)
         produced += len(structures)
         batch_index += 1

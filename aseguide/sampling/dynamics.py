@@ -31,15 +31,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from ase import Atoms
 from ase.optimize.optimize import BaseDynamics
 
+from aseguide.composition import normalize_chemical_system
 from aseguide.models.base import CONTINUOUS_FIELDS, ScoreBackend
 from aseguide.precision import check_precision
 from aseguide.sampling.guidance import diffusion_step
 from aseguide.sampling.num_atoms import sample_num_atoms
+from aseguide.sampling.seeds import (
+    ConstrainedSession,
+    KnownParts,
+    check_elements,
+    composition_numbers,
+    seed_batch,
+)
 from aseguide.sampling.settings import GUIDANCE_KEYS, GuidanceSettings, check_integer, check_number
 from aseguide.sampling.writers import FrameWriter, write_structures
-from aseguide.state import CrystalBatch
+from aseguide.state import CrystalBatch, symbols_to_numbers
 
 __all__ = ["GuidedDiffusion"]
 
@@ -82,6 +91,89 @@ def _check_conditions(model: ScoreBackend, conditions: dict[str, Any]) -> dict[s
     return check_conditions(conditions, accepted=model.conditions, model=type(model).__name__)
 
 
+def _known_parts(model: ScoreBackend, *, batch_size, num_atoms, seeds, start_time, samples_per_seed,
+                 composition, formula_units, fix_cell) -> tuple[KnownParts | None, list[int] | None, Any, Any]:
+    """Check the seed / composition settings; ``(known parts, atoms per structure, batch_size, num_atoms)``.
+
+    Everything is checked before any model call: sizes against ``model.max_atoms``,
+    species against ``model.supported_elements``.
+    """
+    if not isinstance(fix_cell, (bool, np.bool_)):
+        raise ValueError(f"fix_cell must be True or False, got {fix_cell!r}")
+    if seeds is None:
+        for name, value in (("start_time", start_time), ("samples_per_seed", samples_per_seed)):
+            if value is not None:
+                raise ValueError(f"{name}={value!r} needs seeds= (seed structures to start from)")
+        if fix_cell:
+            raise ValueError("fix_cell=True needs seeds= (the cells to keep)")
+    if composition is None and formula_units is not None:
+        raise ValueError(f"formula_units={formula_units!r} needs composition= (a formula such as 'LiCoO2')")
+    if seeds is not None and composition is not None:
+        raise ValueError(f"composition={composition!r} and seeds= cannot be combined: the seeds give the species "
+                         "(fix some with ase.constraints.FixAtoms)")
+    if seeds is not None:
+        known, what = _seed_parts(model, seeds, batch_size, num_atoms, start_time, samples_per_seed, fix_cell)
+    elif composition is not None:
+        known, what = _composition_parts(model, composition, batch_size, num_atoms, formula_units)
+    else:
+        if batch_size is None or num_atoms is None:
+            raise ValueError("give batch_size and num_atoms (or seeds=, or composition=)")
+        return None, None, batch_size, num_atoms
+    counts = known.batch.num_atoms.tolist()
+    if model.max_atoms is not None and max(counts) > model.max_atoms:
+        raise ValueError(f"{what}: {max(counts)} atoms per structure is more than the model's "
+                         f"max_atoms={model.max_atoms}")
+    return known, counts, len(counts), num_atoms
+
+
+def _seed_parts(model: ScoreBackend, seeds, batch_size, num_atoms, start_time, samples_per_seed,
+                fix_cell) -> tuple[KnownParts, str]:
+    if num_atoms is not None:
+        raise ValueError(f"num_atoms={num_atoms!r} cannot be combined with seeds=: the seeds give the sizes")
+    n = 1 if samples_per_seed is None else check_integer("samples_per_seed", samples_per_seed, 1)
+    if start_time is not None:
+        start_time = check_number("start_time", start_time)
+        if not 0.0 <= start_time <= 1.0:
+            raise ValueError(f"start_time must be in [0, 1] (1 = pure noise), got {start_time!r}")
+    known = seed_batch(seeds, n, fix_cell=bool(fix_cell))
+    expected = known.batch.n_structures
+    if batch_size is not None and check_integer("batch_size", batch_size, 1) != expected:
+        raise ValueError(f"batch_size={batch_size!r} disagrees with {expected // n} seed(s) x "
+                         f"samples_per_seed={n} = {expected}; leave batch_size out")
+    check_elements(known.batch.numbers, model.supported_elements, "the seeds")
+    return known, "seeds"
+
+
+def _composition_parts(model: ScoreBackend, composition, batch_size, num_atoms, formula_units
+                       ) -> tuple[KnownParts, str]:
+    if batch_size is None:
+        raise ValueError("batch_size is required with composition=")
+    size = check_integer("batch_size", batch_size, 1)
+    numbers = composition_numbers(composition, formula_units, num_atoms)
+    what = f"composition {composition!r}"
+    check_elements(numbers, model.supported_elements, what)
+    counts = [len(numbers)] * size
+    z = torch.as_tensor(numbers * size, dtype=torch.long)
+    batch = CrystalBatch(frac=torch.zeros(len(z), 3, dtype=torch.float64),
+                         cell=torch.eye(3, dtype=torch.float64).expand(size, 3, 3).clone(),
+                         numbers=z, num_atoms=torch.as_tensor(counts, dtype=torch.long))
+    return KnownParts(batch=batch, species=torch.ones(len(z), dtype=torch.bool),
+                      positions=torch.zeros(len(z), dtype=torch.bool), cell=torch.zeros(size, dtype=torch.bool)), what
+
+
+def symbols_from(numbers: Sequence[int]) -> str:
+    """``"Li, O"`` from atomic numbers."""
+    from ase.data import chemical_symbols
+
+    return ", ".join(chemical_symbols[int(z)] for z in numbers)
+
+
+def _describe_seed(atoms: Atoms) -> dict[str, Any]:
+    """A seed in :meth:`GuidedDiffusion.todict`: its formula, size and fixed atoms."""
+    fixed = sorted({int(i) for c in atoms.constraints for i in c.get_indices()})
+    return {"formula": atoms.get_chemical_formula(), "natoms": len(atoms), "fixed": fixed}
+
+
 def _is_writer_method(function) -> bool:
     """Whether ``function`` is the bound ``write`` of an ASE trajectory writer or a :class:`FrameWriter`."""
     from ase.io.trajectory import TrajectoryWriter
@@ -115,9 +207,37 @@ class GuidedDiffusion(BaseDynamics):
         ``batch.cell`` (an :mod:`aseguide.constraints` objective, possibly
         ``Combined``), or ``None`` for unguided sampling.
     batch_size : int
-        Number of structures generated together.
+        Number of structures generated together (with ``seeds``: optional, it is
+        ``len(seeds) * samples_per_seed``).
     num_atoms : int, sequence of int, mapping or str
         Atoms per structure: see :func:`~aseguide.sampling.num_atoms.sample_num_atoms`.
+        Not with ``seeds`` (their sizes); with ``composition`` an int, the total number
+        of atoms (instead of ``formula_units``).
+    seeds : ase.Atoms or sequence of ase.Atoms, optional
+        Seed crystals (atom counts may differ): each is noised with the backend's exact
+        forward kernel to the first timestep ``<= start_time`` and the reverse process
+        (guided as usual) runs from there to 0, ``samples_per_seed`` times. Small
+        ``start_time`` gives close variants; ``start_time`` below the last timestep
+        (e.g. 0) takes no step and returns the seeds unchanged. A seed's
+        ``ase.constraints.FixAtoms`` atoms keep their species and fractional positions
+        (inpainting: replaced at every step by their known values noised to that time,
+        by the exact values at the end); the other atoms' species are noised and
+        regenerated (MatterGen; the analytic backend keeps them). The cell enters in the
+        backend's data form and comes back in the seed's orientation (see
+        :mod:`aseguide.sampling.seeds`).
+    start_time : float, optional
+        ``t0`` in [0, 1] (1 = pure noise); with ``seeds`` only, default 1.0.
+    samples_per_seed : int, optional
+        Structures generated from each seed (default 1); structure ``j`` of the batch
+        comes from seed ``j // samples_per_seed`` (``atoms.info["seed_index"]``).
+    composition : str, optional
+        A fixed formula, e.g. ``"LiCoO2"``: every structure has exactly these species
+        (set, never sampled), ``formula_units`` times (or ``num_atoms`` atoms in all);
+        positions and lattice are generated and guided. Not with ``seeds``.
+    formula_units : int, optional
+        Formula units of ``composition`` per structure (default 1).
+    fix_cell : bool
+        With ``seeds``: keep every seed's cell (inpainted like fixed atoms).
     chemical_system : str or sequence of str, optional
         Conditioning (e.g. ``"Li-Co-O"``) for models trained on it.
     **conditions:
@@ -204,8 +324,8 @@ class GuidedDiffusion(BaseDynamics):
         model: ScoreBackend,
         objective=None,
         *,
-        batch_size: int,
-        num_atoms,
+        batch_size: int | None = None,
+        num_atoms=None,
         chemical_system: str | Sequence[str] | None = None,
         steps: int | None = None,
         seed: int = 0,
@@ -228,6 +348,12 @@ class GuidedDiffusion(BaseDynamics):
         floor: float | None = None,
         precision: str | None = None,
         settings: GuidanceSettings | None = None,
+        seeds: Atoms | Sequence[Atoms] | None = None,
+        start_time: float | None = None,
+        samples_per_seed: int | None = None,
+        composition: str | None = None,
+        formula_units: int | None = None,
+        fix_cell: bool = False,
         **conditions: Any,
     ) -> None:
         if not isinstance(model, ScoreBackend):
@@ -236,6 +362,10 @@ class GuidedDiffusion(BaseDynamics):
             raise ValueError(f"objective {objective!r} has no loss(batch) method")
         self.model = model
         self.objective = objective
+        known, counts_given, batch_size, num_atoms = _known_parts(
+            model, batch_size=batch_size, num_atoms=num_atoms, seeds=seeds, start_time=start_time,
+            samples_per_seed=samples_per_seed, composition=composition, formula_units=formula_units,
+            fix_cell=fix_cell)
         self.batch_size = check_integer("batch_size", batch_size, 1)
         self.steps = check_integer("steps", model.default_steps if steps is None else steps, 1)
         self.seed = check_integer("seed", seed, 0)
@@ -254,13 +384,31 @@ class GuidedDiffusion(BaseDynamics):
         self.guidance_factor = check_number("guidance_factor", guidance_factor)
         self.num_atoms_request = num_atoms
         self.precision = None if precision is None else check_precision(precision)
-        counts = sample_num_atoms(num_atoms, self.batch_size, self.seed, model.max_atoms)
+        #: the seed crystals as given (``None`` without seeds)
+        self.seeds = None if seeds is None else ([seeds] if isinstance(seeds, Atoms) else list(seeds))
+        self.start_time = None if seeds is None else (1.0 if start_time is None else float(start_time))
+        self.samples_per_seed = None if seeds is None else (samples_per_seed or 1)
+        self.composition, self.formula_units, self.fix_cell = composition, formula_units, bool(fix_cell)
+        if known is not None and isinstance(self.chemical_system, str):
+            allowed = set(symbols_to_numbers(normalize_chemical_system(self.chemical_system)))
+            outside = sorted(set(known.batch.numbers[known.species].tolist()) - allowed)
+            if outside:
+                what = f"composition {composition!r}" if composition is not None else "a FixAtoms seed atom"
+                raise ValueError(f"{what} has element(s) {symbols_from(outside)} outside "
+                                 f"chemical_system={self.chemical_system!r}")
+        if counts_given is not None:
+            self.num_atoms_request = counts_given[0] if composition is not None else list(counts_given)
+            counts = torch.as_tensor(counts_given, dtype=torch.long)
+        else:
+            counts = sample_num_atoms(num_atoms, self.batch_size, self.seed, model.max_atoms)
+        self._known = known
 
         super().__init__(None, logfile=logfile, trajectory=None)
         self._logging = logfile is not None
         self._open_session(counts, device)
-        self._times = self.session.timesteps()
         self._times_cpu = [float(t) for t in self._times.detach().cpu()]
+        #: number of timesteps this dynamics takes (the schedule's tail from ``start_time`` on)
+        self.run_steps = len(self._times_cpu)
         self.num_atoms = self.session.num_atoms
         S = self.batch_size
         self._nonfinite_steps = torch.zeros(S, dtype=torch.long, device=self._x.device)
@@ -291,7 +439,25 @@ class GuidedDiffusion(BaseDynamics):
             torch.manual_seed(self.seed)
             self.session = self.model.session(counts, self.steps, conditions=self.conditions or None,
                                               guidance_factor=self.guidance_factor, device=device, **options)
-            self._x: CrystalBatch = self.session.prior()
+            times = self.session.timesteps()
+            #: index in the model's schedule of the first timestep taken
+            self.first_step = 0
+            if self._known is None:
+                self._x: CrystalBatch = self.session.prior()
+            else:
+                self.session = ConstrainedSession(self.session, self._known)
+                if self.start_time is None:
+                    self._x = self.session.prior()
+                else:
+                    # the first timestep <= t0 (a float32 hair of tolerance for times like 1 - i/steps)
+                    self.first_step = int((times > self.start_time + 1e-6).sum())
+                    times = times[self.first_step:]
+                    if len(times):
+                        self._x = self.session.start(times[:1].expand(len(counts)))
+                    else:  # no timestep <= t0: nothing to generate, the seeds come back as given
+                        self.session = self.session.everything_known()
+                        self._x = self.session.known
+            self._times = times
             self._rng = self._get_rng()
 
     # ------------------------------------------------------------------ RNG
@@ -310,21 +476,35 @@ class GuidedDiffusion(BaseDynamics):
     @property
     def finished(self) -> bool:
         """Whether every timestep of the schedule has been taken."""
-        return self.nsteps >= self.steps
+        return self.nsteps >= self.run_steps
 
     @property
     def t(self) -> float:
         """Diffusion time of the current state (after ``nsteps`` steps)."""
+        if not self._times_cpu:
+            return 0.0
         if self.nsteps == 0:
             return self._times_cpu[0]
         return max(self._times_cpu[self.nsteps - 1] + self.session.dt, 0.0) if self.finished \
             else self._times_cpu[self.nsteps]
 
+    @property
+    def state(self) -> CrystalBatch:
+        """The current noisy state ``x_t`` on the session device, in the model's frame (no copy).
+
+        Before the first step: the prior, or the seeds noised to the first timestep
+        (species may hold the backend's mask token).
+        """
+        return self._x
+
     def strengths(self, step: int) -> tuple[float, float]:
-        """``(g_t, k_t)`` at step index ``step`` (zero where guidance does not act)."""
+        """``(g_t, k_t)`` at step index ``step`` of this run (zero where guidance does not act).
+
+        The ``every`` grid counts steps of the model's schedule (``first_step + step``).
+        """
         if self.objective is None:
             return 0.0, 0.0
-        return self.settings.strengths(self._times_cpu[step], step)
+        return self.settings.strengths(self._times_cpu[step], self.first_step + step)
 
     def __getattr__(self, name: str) -> Any:
         # the guidance settings read as attributes of the dynamics (opt.recurrence, ...)
@@ -336,7 +516,7 @@ class GuidedDiffusion(BaseDynamics):
     def step(self) -> None:
         """Take one diffusion timestep (index ``nsteps``) of the whole batch."""
         if self.finished:
-            raise RuntimeError(f"the schedule has {self.steps} steps and all were taken")
+            raise RuntimeError(f"the schedule has {self.run_steps} steps and all were taken")
         i = self.nsteps
         g, k = self.strengths(i)
         self._guided = g > 0 or k > 0
@@ -345,7 +525,7 @@ class GuidedDiffusion(BaseDynamics):
         with torch.random.fork_rng(devices=self._rng_devs):
             self._set_rng(self._rng)
             if self._guided:
-                result = diffusion_step(self.session, self._x, t, self.objective, self.settings.at(self._times_cpu[i], i))
+                result = diffusion_step(self.session, self._x, t, self.objective, self.settings.at(self._times_cpu[i], self.first_step + i))
             else:
                 result = diffusion_step(self.session, self._x, t)
             self._rng = self._get_rng()
@@ -371,7 +551,7 @@ class GuidedDiffusion(BaseDynamics):
         Unlike ASE's ``MolecularDynamics``, nothing is logged or observed at step 0:
         the prior holds no crystal yet.
         """
-        remaining = self.steps - self.nsteps
+        remaining = self.run_steps - self.nsteps
         n = remaining if steps is None else min(check_integer("steps", steps, 0), remaining)
         self.max_steps = self.nsteps + n
         for _ in range(n):
@@ -512,7 +692,7 @@ class GuidedDiffusion(BaseDynamics):
     def final_batch(self) -> CrystalBatch:
         """The generated batch (the noise-free mean of the last predictor step when the backend gives it)."""
         if not self.finished:
-            raise RuntimeError(f"the run is not finished ({self.nsteps}/{self.steps} steps); "
+            raise RuntimeError(f"the run is not finished ({self.nsteps}/{self.run_steps} steps); "
                                "use current_atoms() for intermediate states")
         mean = self.session.last_mean()
         return (mean if mean is not None else self._x).detach()
@@ -547,6 +727,8 @@ class GuidedDiffusion(BaseDynamics):
                 atoms.info["loss"] = float(losses[i])
             if sat is not None:
                 atoms.info["satisfied"] = bool(sat[i])
+            if self.seeds is not None:
+                atoms.info.update(seed_index=i // self.samples_per_seed, start_time=self.start_time)
 
     def write(self, path, format: str | None = None) -> int:
         """Write the generated crystals (extxyz, CIF, traj, ...; non-finite ones skipped with a warning)."""
@@ -570,4 +752,7 @@ class GuidedDiffusion(BaseDynamics):
             "conditions": dict(self.conditions),
             "steps": self.steps, "seed": self.seed, **guidance,
             "guidance_factor": self.guidance_factor, "floor": floor,
+            "seeds": None if self.seeds is None else [_describe_seed(a) for a in self.seeds],
+            "start_time": self.start_time, "first_step": self.first_step, "samples_per_seed": self.samples_per_seed,
+            "composition": self.composition, "formula_units": self.formula_units, "fix_cell": self.fix_cell,
         }
