@@ -36,8 +36,6 @@ __all__ = ["GenerateConfig", "build_objective", "read_seeds", "GUIDANCE_KEYS", "
 
 #: Atoms per structure when nothing gives the sizes.
 DEFAULT_NUM_ATOMS = 8
-#: Keys of seeded and fixed-formula runs (left out of ``config.json`` when unset).
-_KNOWN_PART_KEYS = ("seeds", "start_time", "samples_per_seed", "composition", "formula_units", "fix_cell")
 
 
 @dataclass
@@ -245,14 +243,10 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
     def todict(self) -> dict[str, Any]:
         """The configuration as plain values (what ``config.json`` holds).
 
-        The seed and composition keys appear only when set, and ``num_atoms`` as the 8
-        it means when nothing else gives the sizes (as the configurations of runs made
-        before these keys existed, so that those runs can be resumed).
+        ``num_atoms`` is written as the 8 it means when nothing else gives the sizes (as
+        in the runs made before it could be left out, so that those runs can be resumed).
         """
         data = dataclasses.asdict(self)
-        for name in _KNOWN_PART_KEYS:
-            if data[name] in (None, False):
-                del data[name]
         if data["num_atoms"] is None and self.seeds is None and self.composition is None:
             data["num_atoms"] = DEFAULT_NUM_ATOMS
         return data
