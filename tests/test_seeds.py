@@ -86,6 +86,15 @@ def test_a_start_time_below_the_last_timestep_returns_the_seeds_bit_for_bit(star
         assert np.array_equal(atoms.numbers, seed.numbers)
 
 
+def test_seeds_may_be_one_atoms_or_any_iterable():
+    seed = _seed(2)
+    for seeds in (seed, (s for s in [seed, seed])):
+        opt = GuidedDiffusion(GaussianBackend(), None, seeds=seeds, start_time=0.0, steps=4)
+        opt.run()
+        assert len(opt.get_structures()) == len(opt.seeds) == opt.batch_size
+        assert opt.todict()["seeds"][0] == {"formula": "C2", "natoms": 2, "fixed": []}
+
+
 def test_seed_variants_get_closer_as_start_time_shrinks_analytic():
     """The mean distance of generated cells to the seed's falls with ``t0`` (exact scores)."""
     seed = _seed(2)

@@ -61,7 +61,8 @@ class GenerateConfig:
     seeds : str or None
         A structure file (all its frames) or a folder of structure files readable by
         ``ase.io.read`` (every readable frame of every file, in name order; unreadable
-        files are skipped, a folder with none is an error): the run starts from these
+        files are skipped, a folder with none is an error; a relative path is read from
+        the working directory, as ``output`` is written there): the run starts from these
         crystals noised to ``start_time`` (see
         :class:`~aseguide.sampling.dynamics.GuidedDiffusion`). Structure ``j`` of the
         run comes from seed ``(j // samples_per_seed) % len(seeds)``; ``FixAtoms``

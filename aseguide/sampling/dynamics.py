@@ -362,6 +362,8 @@ class GuidedDiffusion(BaseDynamics):
             raise ValueError(f"objective {objective!r} has no loss(batch) method")
         self.model = model
         self.objective = objective
+        if seeds is not None and not isinstance(seeds, Atoms):
+            seeds = list(seeds)                      # a generator is read once
         known, counts_given, batch_size, num_atoms = _known_parts(
             model, batch_size=batch_size, num_atoms=num_atoms, seeds=seeds, start_time=start_time,
             samples_per_seed=samples_per_seed, composition=composition, formula_units=formula_units,
@@ -525,7 +527,8 @@ class GuidedDiffusion(BaseDynamics):
         with torch.random.fork_rng(devices=self._rng_devs):
             self._set_rng(self._rng)
             if self._guided:
-                result = diffusion_step(self.session, self._x, t, self.objective, self.settings.at(self._times_cpu[i], self.first_step + i))
+                settings = self.settings.at(self._times_cpu[i], self.first_step + i)
+                result = diffusion_step(self.session, self._x, t, self.objective, settings)
             else:
                 result = diffusion_step(self.session, self._x, t)
             self._rng = self._get_rng()
