@@ -13,6 +13,9 @@
 #   too unless ASEGUIDE_EXTRAS says otherwise (ASEGUIDE_EXTRAS="" for the minimum,
 #   "mattersim,sevenn" without GRACE's ~1.4 GB of TensorFlow; add "mp" for the Materials
 #   Project client).
+# - Ray (the "ray" extra, for `cluster: ray`: generation and analysis over a Ray cluster) is
+#   installed by default too (ray 2.60.0: ~240 MB installed, needs no torch and replaces nothing; the
+#   torch constraint below holds it to the installed torch all the same).
 # - mattergen 1.0.3 comes from PyPI with --no-deps (its metadata pins torch==2.2.1+cu118
 #   and numpy<2); aseguide declares the dependencies MatterGen really needs. It, mattersim,
 #   tf-keras and tensorpotential are installed after aseguide, so pip prints no red conflict
@@ -28,7 +31,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
 PIP="$PYTHON -m pip"
-ASEGUIDE_EXTRAS=${ASEGUIDE_EXTRAS-mattersim,sevenn,grace}
+ASEGUIDE_EXTRAS=${ASEGUIDE_EXTRAS-mattersim,sevenn,grace,ray}
 
 if ! $PYTHON - <<'PY' 2>/dev/null
 import sys
@@ -98,6 +101,9 @@ fi
 echo "install.sh: mattergen, mattersim and tensorpotential are installed without their declared dependencies" \
      "on purpose ('pip check' lists those as unmet; see the README's Install section)"
 $PYTHON -c "import aseguide, torch; print('aseguide', aseguide.__version__, 'with torch', torch.__version__)"
+case ",${ASEGUIDE_EXTRAS:-}," in
+    *,ray,*) $PYTHON -c "import ray; print('Ray', ray.__version__, '(cluster: ray)')" ;;
+esac
 case ",${ASEGUIDE_EXTRAS:-}," in
     *,grace,*) $PYTHON -c "import torch, tensorpotential, tensorflow as tf
 print('GRACE: tensorpotential', tensorpotential.__version__, 'with tensorflow', tf.__version__)" ;;
