@@ -14,8 +14,11 @@
 #   "mattersim,sevenn" without GRACE's ~1.4 GB of TensorFlow; add "mp" for the Materials
 #   Project client).
 # - Ray (the "ray" extra, for `cluster: ray`: generation and analysis over a Ray cluster) is
-#   installed by default too (ray 2.60.0: ~240 MB installed, needs no torch and replaces nothing; the
-#   torch constraint below holds it to the installed torch all the same).
+#   installed by default too: ray==2.60.0 (RAY_SPEC overrides, e.g. RAY_SPEC="ray==2.40.0" to
+#   match the Ray of an existing cluster: every node and the driver need the same version),
+#   pinned through the constraints file, so the line run is
+#   pip install -c <torch==installed, ray==2.60.0> -e ".[test,...,ray]"
+#   (~240 MB installed; it needs no torch and replaces nothing).
 # - mattergen 1.0.3 comes from PyPI with --no-deps (its metadata pins torch==2.2.1+cu118
 #   and numpy<2); aseguide declares the dependencies MatterGen really needs. It, mattersim,
 #   tf-keras and tensorpotential are installed after aseguide, so pip prints no red conflict
@@ -77,6 +80,9 @@ case ",${ASEGUIDE_EXTRAS:-}," in
         echo "$TF_DIST" >> "$CONSTRAINTS"
         TF_MINOR=$(echo "${TF_DIST#*==}" | cut -d. -f1-2)
         ;;
+esac
+case ",${ASEGUIDE_EXTRAS:-}," in
+    *,ray,*) echo "${RAY_SPEC:-ray==2.60.0}" >> "$CONSTRAINTS" ;;
 esac
 # aseguide first, with the dependencies it declares (those MatterGen, MatterSim and
 # tensorpotential really need), then the packages whose metadata cannot hold here, without

@@ -182,7 +182,8 @@ def cluster_config(tiny_model_dir, out, **cluster) -> GenerateConfig:
 
 
 @needs_ray
-def test_two_workers_write_the_run_of_one_process_byte_for_byte(local_ray, tiny_model_dir, reference, tmp_path):
+def test_two_workers_write_the_run_of_one_process_byte_for_byte(local_ray, tiny_model, tiny_model_dir, reference,
+                                                                tmp_path):
     out = tmp_path / "run"
     seen = []
     summary = generate(cluster_config(tiny_model_dir, out), progress=lambda *args: seen.append(args[:2]))
@@ -191,6 +192,10 @@ def test_two_workers_write_the_run_of_one_process_byte_for_byte(local_ray, tiny_
     assert seen == [(2, 8), (4, 8), (6, 8), (8, 8)], "progress over the whole run, batch after batch"
     assert json.loads((out / "config.json").read_text())["cluster"] == {"workers": 2}
     assert _no_named_actors_within(10), "the workers are stopped at the end"
+    # one worker, given the loaded model (sent to it) instead of loading it: the same files
+    one = tmp_path / "one"
+    summary = generate(cluster_config(tiny_model_dir, one, workers=1), model=tiny_model)
+    assert summary.workers == 1 and files_of(one) == reference
 
 
 def _no_named_actors_within(seconds: float) -> bool:

@@ -40,7 +40,7 @@ from aseguide.runs.cluster import parse_cluster, require_ray
 from aseguide.runs.config import GenerateConfig, build_objective
 from aseguide.runs.folder import RunFolder
 
-__all__ = ["generate", "RunSummary", "GenerateWorker"]
+__all__ = ["generate", "RunSummary", "GenerateWorker", "pickle_model", "unpickle_model"]
 
 
 @dataclass
@@ -123,8 +123,10 @@ class GenerateWorker:
     ----------
     config : GenerateConfig
         The run's configuration.
-    model : ScoreBackend, optional
-        An already loaded backend (default: load ``config.model`` in the worker).
+    model : ScoreBackend or bytes, optional
+        An already loaded backend, or one pickled (:func:`pickle_model`: a MatterGen
+        model unpickles only once aseguide has prepared MatterGen's imports); default:
+        load ``config.model`` in the worker.
     threads : int, optional
         Torch threads of the worker.
 
@@ -143,6 +145,8 @@ class GenerateWorker:
             torch.set_num_threads(int(threads))
         self.config = config
         self.objective = build_objective(config.objectives, config.combine)
+        if isinstance(model, bytes):
+            model = unpickle_model(model)
         self.model = model if model is not None else _load_model(config)
 
     def check(self, size: int, seed: int) -> None:
@@ -164,6 +168,40 @@ class GenerateWorker:
             return self.config.dynamics(self.model, self.objective, n, s)
 
         return run_batch(dynamics_for, size, seed, None, path)
+
+
+def pickle_model(model) -> bytes:
+    """A loaded backend as bytes, for :class:`GenerateWorker` (see :func:`unpickle_model`).
+
+    Examples
+    --------
+    >>> from aseguide.models.analytic import GaussianBackend
+    >>> type(unpickle_model(pickle_model(GaussianBackend()))).__name__
+    'GaussianBackend'
+    """
+    try:
+        from ray import cloudpickle as pickler
+    except ImportError:
+        import pickle as pickler
+
+    return pickler.dumps(model)
+
+
+def unpickle_model(data: bytes):
+    """The backend of :func:`pickle_model`, MatterGen's imports prepared first.
+
+    A MatterGen model's classes import ``torch_scatter``, whose pure-PyTorch stand-in
+    aseguide registers (:mod:`aseguide.models._mattergen_compat`) before unpickling.
+    """
+    import pickle
+
+    try:
+        from aseguide.models._mattergen_compat import prepare_mattergen
+
+        prepare_mattergen()
+    except Exception:  # noqa: BLE001 - no MatterGen: the backend is another one
+        pass
+    return pickle.loads(data)
 
 
 def _check_first(plan: list[tuple[int, int, int]], config: GenerateConfig, pool, dynamics_for):
@@ -272,7 +310,8 @@ def generate(
         from aseguide.runs.cluster import WorkerPool
 
         threads = max(1, int(settings.cpus_per_worker))
-        pool = WorkerPool(GenerateWorker, settings, (config, model, threads), name="aseguide-generate")
+        blob = pickle_model(model) if model is not None else None
+        pool = WorkerPool(GenerateWorker, settings, (config, blob, threads), name="aseguide-generate")
     try:
         if pool is not None:
             pool.start()  # every worker loads the model: the cluster's share of load_seconds
