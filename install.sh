@@ -13,6 +13,12 @@
 #   too unless ASEGUIDE_EXTRAS says otherwise (ASEGUIDE_EXTRAS="" for the minimum,
 #   "mattersim,sevenn" without GRACE's ~1.4 GB of TensorFlow; add "mp" for the Materials
 #   Project client).
+# - Ray (the "ray" extra, for `cluster: ray`: generation and analysis over a Ray cluster) is
+#   installed by default too: ray==2.60.0 (RAY_SPEC overrides, e.g. RAY_SPEC="ray==2.40.0" to
+#   match the Ray of an existing cluster: every node and the driver need the same version),
+#   pinned through the constraints file, so the line run is
+#   pip install -c <torch==installed, ray==2.60.0> -e ".[test,...,ray]"
+#   (~240 MB installed; it needs no torch and replaces nothing).
 # - mattergen 1.0.3 comes from PyPI with --no-deps (its metadata pins torch==2.2.1+cu118
 #   and numpy<2); aseguide declares the dependencies MatterGen really needs. It, mattersim,
 #   tf-keras and tensorpotential are installed after aseguide, so pip prints no red conflict
@@ -28,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 PYTHON=${PYTHON:-python}
 PIP="$PYTHON -m pip"
-ASEGUIDE_EXTRAS=${ASEGUIDE_EXTRAS-mattersim,sevenn,grace}
+ASEGUIDE_EXTRAS=${ASEGUIDE_EXTRAS-mattersim,sevenn,grace,ray}
 
 if ! $PYTHON - <<'PY' 2>/dev/null
 import sys
@@ -75,6 +81,9 @@ case ",${ASEGUIDE_EXTRAS:-}," in
         TF_MINOR=$(echo "${TF_DIST#*==}" | cut -d. -f1-2)
         ;;
 esac
+case ",${ASEGUIDE_EXTRAS:-}," in
+    *,ray,*) echo "${RAY_SPEC:-ray==2.60.0}" >> "$CONSTRAINTS" ;;
+esac
 # aseguide first, with the dependencies it declares (those MatterGen, MatterSim and
 # tensorpotential really need), then the packages whose metadata cannot hold here, without
 # theirs: in this order pip never resolves anything next to their impossible pins, so it
@@ -98,6 +107,9 @@ fi
 echo "install.sh: mattergen, mattersim and tensorpotential are installed without their declared dependencies" \
      "on purpose ('pip check' lists those as unmet; see the README's Install section)"
 $PYTHON -c "import aseguide, torch; print('aseguide', aseguide.__version__, 'with torch', torch.__version__)"
+case ",${ASEGUIDE_EXTRAS:-}," in
+    *,ray,*) $PYTHON -c "import ray; print('Ray', ray.__version__, '(cluster: ray)')" ;;
+esac
 case ",${ASEGUIDE_EXTRAS:-}," in
     *,grace,*) $PYTHON -c "import torch, tensorpotential, tensorflow as tf
 print('GRACE: tensorpotential', tensorpotential.__version__, 'with tensorflow', tf.__version__)" ;;

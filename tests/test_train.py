@@ -310,3 +310,132 @@ def test_the_shipped_carbon_model_loads_offline_with_its_sampling_defaults():
     opt.run()
     for atoms in opt.get_structures():
         assert len(atoms) == 8 and np.isfinite(atoms.get_positions()).all()
+
+
+def test_loss_weights_reach_mattergens_loss_and_the_held_out_terms_add_up(trained):
+    """The held-out total is 0.1 x positions + lattice + species (MatterGen's released weights)."""
+    from omegaconf import OmegaConf
+
+    weights = OmegaConf.load(trained / "config.yaml").lightning_module.diffusion_module.loss_fn.weights
+    assert dict(weights) == {"pos": 0.1, "cell": 1.0, "atomic_numbers": 1.0}
+    log = np.genfromtxt(trained / "held_out_log.csv", delimiter=",", names=True, ndmin=1)
+    assert log["step"][-1] == 3
+    terms = 0.1 * log["held_out_pos"] + log["held_out_cell"] + log["held_out_atomic_numbers"]
+    np.testing.assert_allclose(log["held_out_loss"], terms, rtol=1e-4)
+    assert np.all(log["held_out_pos"] > 0) and np.all(log["held_out_cell"] > 0)
+    card = (trained / "model_card.md").read_text()
+    assert "positions 0.1, lattice 1.0, species 1.0" in card and "initial weights: random" in card
+
+
+def test_loss_weight_scales_the_training_loss(tmp_path):
+    """Same batch, same noise: total(w_pos) - total(w_pos') = (w_pos - w_pos') x the position term."""
+    from hydra.utils import instantiate
+    from mattergen.common.data.collate import collate
+    from omegaconf import OmegaConf
+
+    from aseguide.models._mattergen_compat import prepare_mattergen
+    from aseguide.models.mattergen_config import lightning_module_config
+    from aseguide.training.data import read_dataset, to_chemgraphs
+
+    prepare_mattergen()
+    graphs = to_chemgraphs(read_dataset([shared_data("carbon_24", "val.csv")]).iloc[:4], tmp_path)
+    totals, metrics = [], []
+    for weight in (0.1, 1.0):
+        config = TrainConfig.tiny(position_loss_weight=weight)
+        torch.manual_seed(0)
+        module = instantiate(OmegaConf.create(lightning_module_config(
+            **config.model_sizes(), loss_weights=config.loss_weights()))["lightning_module"])
+        torch.manual_seed(1)
+        loss, terms = module.diffusion_module.calc_loss(collate(graphs))
+        totals.append(float(loss))
+        metrics.append({k: float(v) for k, v in terms.items()})
+    assert metrics[0] == pytest.approx(metrics[1])
+    assert totals[1] - totals[0] == pytest.approx(0.9 * metrics[0]["pos"], rel=1e-4)
+    with pytest.raises(ValueError, match="position_loss_weight"):
+        TrainConfig.from_dict({"position_loss_weight": -1.0})
+    with pytest.raises(ValueError, match="unknown loss weights"):
+        lightning_module_config(loss_weights={"lattice": 1.0})
+
+
+def test_init_from_starts_from_the_given_weights(trained, tmp_path, capsys):
+    """A run initialised from a model folder starts from its EMA weights; a wrong architecture is refused."""
+    from aseguide.cli import main
+
+    data = shared_data("carbon_24", "val.csv")
+    config = tmp_path / "init.yaml"
+    # a vanishing learning rate: after one step the weights are still those it started from
+    config.write_text(f"preset: tiny\nlearning_rate: 1.0e-20\ninit_from: {trained}\n")
+    args = ["train", str(config), "--data", str(data), "--steps", "1", "--subset", "32", "--held-out", "8",
+            "--quiet"]
+    assert main(args + ["--output", str(tmp_path / "init")]) == 0
+    start, after = _ema_weights(trained), _ema_weights(tmp_path / "init")
+    assert all(torch.allclose(start[k].float(), after[k].float(), atol=1e-6) for k in start)
+    assert f"initial weights: {trained}" in (tmp_path / "init" / "model_card.md").read_text()
+    # the same without init_from starts from a random initialisation: the comparison can fail
+    config.write_text("preset: tiny\nlearning_rate: 1.0e-20\n")
+    assert main(args + ["--output", str(tmp_path / "random")]) == 0
+    assert not all(torch.allclose(start[k].float(), v.float(), atol=1e-6)
+                   for k, v in _ema_weights(tmp_path / "random").items())
+    # from a resume.pt (its EMA weights) works too; a missing file or another architecture is refused
+    config.write_text(f"preset: tiny\ninit_from: {trained / 'checkpoints' / 'resume.pt'}\n")
+    assert main(args + ["--output", str(tmp_path / "from_resume")]) == 0
+    config.write_text(f"preset: tiny\ninit_from: {tmp_path / 'absent'}\n")
+    assert main(args + ["--output", str(tmp_path / "absent_run")]) == 2
+    assert "absent: no such checkpoint" in capsys.readouterr().err
+    config.write_text(f"preset: tiny\nhidden_dim: 8\ninit_from: {trained}\n")
+    assert main(args + ["--output", str(tmp_path / "other")]) == 2
+    assert "do not fit this run's architecture" in capsys.readouterr().err
+
+
+def test_resume_of_a_run_from_before_the_loss_weights_keeps_its_weights(tmp_path, capsys):
+    """A state saved without loss-weight settings was trained with 1/1/1: resuming with 0.1 is refused."""
+    from aseguide.cli import main
+
+    data = shared_data("carbon_24", "val.csv")
+    assert main(_tiny_args(data, tmp_path / "old", 2)) == 0
+    state_file = tmp_path / "old" / "checkpoints" / "resume.pt"
+    state = torch.load(state_file, weights_only=False)
+    for key in ("position_loss_weight", "lattice_loss_weight", "species_loss_weight", "init_from"):
+        del state["train_config"][key]
+    torch.save(state, state_file)
+    assert main(_tiny_args(data, tmp_path / "old", 3) + ["--resume"]) == 2
+    assert "position_loss_weight: 1.0 -> 0.1" in capsys.readouterr().err
+
+
+def test_lattice_check_measures_the_unexplained_lattice_noise(trained, tmp_path, monkeypatch):
+    """A zero lattice output leaves all the noise unexplained (1); a network that returns the exact
+    noise at t = 1 (where the noisy cell is the prior mean plus sigma x noise) leaves almost none."""
+    import importlib.util
+    from pathlib import Path
+
+    from aseguide import load_model
+    from aseguide.training.data import read_dataset, to_chemgraphs
+
+    path = Path(__file__).resolve().parents[1] / "examples" / "carbon" / "lattice_check.py"
+    spec = importlib.util.spec_from_file_location("lattice_check", path)
+    check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(check)
+    model = load_model(str(trained))
+    graphs = to_chemgraphs(read_dataset([shared_data("carbon_24", "val.csv")]).iloc[:16], tmp_path)
+    module = model.diffusion_module
+    sde = module.corruption.sdes["cell"]
+    network = module.model.forward
+
+    def zero(noisy, t):
+        out = network(noisy, t)
+        return out.replace(cell=torch.zeros_like(out["cell"]))
+
+    def oracle(noisy, t):
+        out = network(noisy, t)
+        sigma = torch.sqrt(sde.get_limit_var(x=noisy["cell"], batch=noisy))
+        return out.replace(cell=-(noisy["cell"] - sde.get_limit_mean(x=noisy["cell"], batch=noisy)) / sigma)
+
+    monkeypatch.setattr(module.model, "forward", zero)
+    row = check.unexplained_lattice_noise(model, graphs, [0.5])[0]
+    assert row["isotropic"] == pytest.approx(1.0) and row["anisotropic"] == pytest.approx(1.0)
+    monkeypatch.setattr(module.model, "forward", oracle)
+    row = check.unexplained_lattice_noise(model, graphs, [1.0])[0]
+    assert row["isotropic"] < 0.01 and row["anisotropic"] < 0.01
+    monkeypatch.undo()
+    assert check.main(["--model", str(trained), "--data", str(shared_data("carbon_24", "val.csv")),
+                       "--num-structures", "8", "--times", "0.5", "--cache", str(tmp_path / "c")]) == 0

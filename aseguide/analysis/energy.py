@@ -41,6 +41,8 @@ __all__ = [
     "HullLike",
     "PhaseDiagramHull",
     "compute_energies",
+    "cluster_energies",
+    "EnergyWorker",
     "energies_above_hull",
     "filter_references",
     "stored_energies",
@@ -271,3 +273,106 @@ def filter_references(
             e_hull[idx] = values
     keep = ~(e_hull > max_e_above_hull)
     return [a for a, k in zip(refs, keep) if k], e_hull
+
+
+class EnergyWorker:
+    """What a Ray worker of the analysis holds: one calculator, built once.
+
+    Parameters
+    ----------
+    calculator : str, ASE calculator or callable
+        A name for :func:`aseguide.potentials.get_calculator` (built in the worker), a
+        calculator object (sent to the worker) or a factory called with no argument.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from ase.calculators.emt import EMT
+    >>> EnergyWorker(EMT()).energies([bulk("Cu", "fcc", a=3.6)]).round(4).tolist()
+    [-0.0067]
+    """
+
+    def __init__(self, calculator: Any) -> None:
+        if isinstance(calculator, str):
+            from aseguide.potentials import get_calculator
+
+            calculator = get_calculator(calculator)
+        elif isinstance(calculator, type) or (callable(calculator) and not hasattr(calculator, "calculate")):
+            calculator = calculator()
+        self.calculator = calculator
+
+    def energies(self, structures: Sequence[Atoms], relax: bool = False, fmax: float = 0.05,
+                 steps: int = 200) -> np.ndarray:
+        """Energy per atom of each structure (see :func:`compute_energies`)."""
+        return compute_energies(structures, self.calculator, relax=relax, fmax=fmax, steps=steps)
+
+
+def cluster_energies(structures: Sequence[Atoms], calculator: Any, cluster: Any, *, relax: bool = False,
+                     fmax: float = 0.05, steps: int = 200, chunk_size: int | None = None, pool: Any = None
+                     ) -> np.ndarray:
+    """:func:`compute_energies` spread over the workers of a Ray cluster; the same values.
+
+    Each structure's energy is computed alone (a copy of it, the calculator, optionally
+    a relaxation), so splitting the structures into chunks over workers changes nothing
+    but the time taken.
+
+    Parameters
+    ----------
+    structures : sequence of ase.Atoms
+        Crystals.
+    calculator : str, ASE calculator or callable
+        See :class:`EnergyWorker`.
+    cluster : str or mapping
+        The cluster setting (:func:`aseguide.runs.cluster.parse_cluster`); ``"local"``
+        computes here.
+    relax, fmax, steps : bool, float, int
+        As in :func:`compute_energies`.
+    chunk_size : int, optional
+        Structures per task (default: about four tasks per worker).
+    pool : WorkerPool, optional
+        Already started workers of :class:`EnergyWorker` (reused over several calls).
+
+    Returns
+    -------
+    numpy.ndarray
+        Energy per atom, ``nan`` where the calculation failed.
+
+    Examples
+    --------
+    >>> from ase.build import bulk
+    >>> from ase.calculators.emt import EMT
+    >>> cluster_energies([bulk("Cu", "fcc", a=3.6)], EMT(), "local").round(4).tolist()
+    [-0.0067]
+    """
+    from aseguide.runs.cluster import WorkerPool, parse_cluster
+
+    settings = parse_cluster(cluster)
+    if pool is None and settings.is_local:
+        return compute_energies(structures, calculator, relax=relax, fmax=fmax, steps=steps)
+    structures = list(structures)
+    if not structures:
+        return np.zeros(0)
+    owned = pool is None
+    if owned:
+        pool = WorkerPool(EnergyWorker, settings, (calculator,), name="aseguide-energies")
+    try:
+        pool.start()
+        if chunk_size is None:
+            chunk_size = max(1, math.ceil(len(structures) / (4 * pool.workers)))
+        if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        chunks = [structures[i:i + chunk_size] for i in range(0, len(structures), chunk_size)]
+
+        def halves(task: tuple) -> list[tuple] | None:
+            part = task[0]
+            if len(part) <= 1:
+                return None
+            middle = (len(part) + 1) // 2
+            return [(part[:middle], *task[1:]), (part[middle:], *task[1:])]
+
+        results = pool.map("energies", ((chunk, relax, fmax, steps) for chunk in chunks), split=halves,
+                           join=np.concatenate)
+        return np.concatenate([np.asarray(values, dtype=float) for _, values in results])
+    finally:
+        if owned:
+            pool.close()

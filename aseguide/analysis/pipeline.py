@@ -30,6 +30,7 @@ from aseguide.analysis.inputs import compare_settings
 from aseguide.analysis.options import AnalysisOptions
 from aseguide.analysis.results import AnalysisResult, SetResult
 from aseguide.constraints.base import ObjectiveProtocol
+from aseguide.runs.cluster import parse_cluster, require_ray
 
 __all__ = ["AnalysisOptions", "SetResult", "AnalysisResult", "analyze", "compare_settings"]
 
@@ -64,6 +65,7 @@ def analyze(
     log: Callable[[str], None] | None = None,
     hull_energy: str | None = None,
     hull_system: str | None = "auto",
+    cluster: Any = None,
     **option_overrides: Any,
 ) -> AnalysisResult:
     """Run the validation pipeline on a run, optionally against a baseline and references.
@@ -99,6 +101,11 @@ def analyze(
         With a table file: keep only its rows inside this chemical system (e.g.
         ``"Li-Co-O"``); ``"auto"`` (default): the elements of the generated
         structures; ``None``: the whole table.
+    cluster : str or mapping, optional
+        Where the calculator's energies (the expensive stage) are computed: ``"local"``
+        (default: here), ``"ray"`` or a mapping (see :mod:`aseguide.runs.cluster`). A
+        calculator name is built by every worker (on its own device), an object is sent
+        to them. Same results either way.
 
     Returns
     -------
@@ -119,6 +126,8 @@ def analyze(
     2
     """
     opts = _options(options, option_overrides)
+    if not parse_cluster(cluster).is_local:
+        require_ray()  # before any compute: says what to install
     say = log or (lambda message: None)
     notes: list[str] = []
     calc, calc_name = stage1.resolve_calculator(calculator)
@@ -137,7 +146,8 @@ def analyze(
     stages.screen_sets(sets, generated, opts, say)
     ref_mask = stages.filter_reference_energies(sets, opts, notes)
     stages.deduplicate_and_compare(sets, generated, ref_mask, opts, say)
-    energy_source = stages.compute_set_energies(sets, calc, calc_name, ref_mask, opts, say)
+    energy_source = stages.compute_set_energies(sets, calc, calc_name, ref_mask, opts, say, cluster=cluster,
+                                                calc_source=calculator if isinstance(calculator, str) else None)
     hull_obj, hull_source = stages.reference_hull(sets, hull_obj, hull_name, ref_mask, notes)
     stages.hull_distances(sets, hull_obj, notes, say)
     obj_names = stages.describe_sets(sets, objs, say)

@@ -48,6 +48,7 @@ from aseguide.analysis.descriptors import (
 )
 from aseguide.analysis.energy import (
     PhaseDiagramHull,
+    cluster_energies,
     compute_energies,
     energies_above_hull,
     filter_references,
@@ -255,25 +256,50 @@ def _novelty(res: SetResult, label: str, idx: np.ndarray, fp: Fingerprints | Non
 # ---------------------------------------------------------------------------- step 6: energies
 def compute_set_energies(sets: dict[str, SetResult], calc: Any, calc_name: str | None,
                          ref_mask: np.ndarray | None, opts: AnalysisOptions,
-                         say: Callable[[str], None]) -> str | None:
-    """Step 6a: energies per atom (calculator, else stored ones); returns their source."""
+                         say: Callable[[str], None], cluster: Any = None, calc_source: Any = None) -> str | None:
+    """Step 6a: energies per atom (calculator, else stored ones); returns their source.
+
+    With a ``cluster`` setting other than ``local`` (:mod:`aseguide.runs.cluster`), the
+    calculator's energies are computed by Ray workers (one calculator each, built once
+    for all sets, from ``calc_source``: a name, built on each worker's device, or by
+    default ``calc`` itself, sent to them): the same values as here.
+    """
+    from aseguide.runs.cluster import WorkerPool, parse_cluster
+
     energy_source = None
     if calc is not None:
         energy_source = f"calculator {calc_name}" + (" (relaxed)" if opts.relax else " (no relaxation)")
-    for label, res in sets.items():
-        energies = np.full(len(res), np.nan)
-        if calc is not None:
-            todo = np.flatnonzero(res.masks["final"]) if label != "references" else np.flatnonzero(ref_mask)
-            say(f"[6/9] energies of {len(todo)} {label} structures with {calc_name} ...")
-            energies[todo] = compute_energies([res.structures[k] for k in todo], calc, relax=opts.relax,
-                                              fmax=opts.fmax, steps=opts.steps)
-        else:
-            energies = stored_energies(res.structures)
-            if np.isfinite(energies).any() and energy_source is None:
-                energy_source = "stored in the input files (atoms.info['energy_per_atom'] or extxyz energy)"
-        res.columns["energy_per_atom"] = energies
-        counted = res.masks["final"] if label != "references" else ref_mask
-        res.counts["with_energy"] = int(np.isfinite(energies[counted]).sum())
+    settings = parse_cluster(cluster)
+    pool = None
+    if calc is not None and not settings.is_local:
+        from aseguide.analysis.energy import EnergyWorker
+
+        pool = WorkerPool(EnergyWorker, settings, (calc if calc_source is None else calc_source,),
+                          name="aseguide-energies")
+    try:
+        for label, res in sets.items():
+            energies = np.full(len(res), np.nan)
+            if calc is not None:
+                todo = np.flatnonzero(res.masks["final"]) if label != "references" else np.flatnonzero(ref_mask)
+                where = " on the Ray cluster" if pool is not None else ""
+                say(f"[6/9] energies of {len(todo)} {label} structures with {calc_name}{where} ...")
+                chosen = [res.structures[k] for k in todo]
+                if pool is not None:
+                    energies[todo] = cluster_energies(chosen, calc, cluster, relax=opts.relax, fmax=opts.fmax,
+                                                      steps=opts.steps, pool=pool)
+                else:
+                    energies[todo] = compute_energies(chosen, calc, relax=opts.relax, fmax=opts.fmax,
+                                                      steps=opts.steps)
+            else:
+                energies = stored_energies(res.structures)
+                if np.isfinite(energies).any() and energy_source is None:
+                    energy_source = "stored in the input files (atoms.info['energy_per_atom'] or extxyz energy)"
+            res.columns["energy_per_atom"] = energies
+            counted = res.masks["final"] if label != "references" else ref_mask
+            res.counts["with_energy"] = int(np.isfinite(energies[counted]).sum())
+    finally:
+        if pool is not None:
+            pool.close()
     return energy_source
 
 

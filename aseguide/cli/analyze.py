@@ -34,6 +34,16 @@ def _positive(kind: type = float) -> Callable[[str], float]:
     return parse
 
 
+def _cluster_setting(text: str):
+    """``--cluster``: ``local``, ``ray`` or a YAML/JSON mapping (see :func:`cluster_from_text`)."""
+    from aseguide.runs.cluster import cluster_from_text
+
+    try:
+        return cluster_from_text(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _pair_threshold(text: str) -> tuple[str, float]:
     try:
         pair, value = text.split("=", 1)
@@ -108,6 +118,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="use only the first N structures of each input")
     g.add_argument("--index", default=":", help="frames of multi-frame files, ASE notation (':' all, '-1' last)")
     g.add_argument("--best", type=int, default=10, help="rows of the best-candidate table")
+    p.add_argument("--cluster", type=_cluster_setting, default=None, metavar="SETTING",
+                   help="where --calculator's energies are computed: local (default), ray (the running Ray "
+                        "cluster) or a mapping, e.g. '{address: local, workers: 2}'; same results. Each worker builds "
+                        "--calculator on its own GPU (with --device or --calculator-model, the calculator "
+                        "built here is sent to the workers)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=run_analyze)
     return p
@@ -225,6 +240,13 @@ def run_analyze(args: argparse.Namespace) -> int:
     try:
         calculator = _calculator(args)
         hull = _hull(args, run, compare)
+        if args.cluster not in (None, "local"):
+            from aseguide.runs.cluster import require_ray
+
+            try:
+                require_ray()
+            except ImportError as exc:
+                raise _MissingComponent(str(exc)) from None
     except _MissingComponent as exc:
         print(f"aseguide analyze: error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
@@ -236,8 +258,11 @@ def run_analyze(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = show
+        if args.cluster not in (None, "local") and calculator is not None and args.calculator_model is None \
+                and args.device is None:
+            calculator = args.calculator  # by name: each worker builds it on its own device
         result = analyze(run, compare=compare, references=references, objectives=objectives,
-                         calculator=calculator, hull=hull, options=options, log=say)
+                         calculator=calculator, hull=hull, options=options, log=say, cluster=args.cluster)
         formats = ("html", "md") if args.format == "both" else (args.format,)
         written = result.write_report(out, formats=formats)
     if not args.quiet:

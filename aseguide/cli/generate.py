@@ -4,6 +4,7 @@
 
     $ aseguide generate examples/volume_tiny.yaml --output runs/demo
     $ aseguide generate examples/volume_tiny.yaml --output runs/demo --resume
+    $ aseguide generate examples/volume_tiny.yaml --output runs/demo --cluster ray
 
 The configuration is validated before any compute (unknown keys and bad values are
 named, exit code 2); results are written batch by batch (see :mod:`aseguide.runs`).
@@ -75,10 +76,23 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--objective", action="append", dest="objective_json", metavar="JSON",
                    help='an objective as JSON, e.g. \'{"type": "VolumePerAtom", "target": 7.0}\' (repeatable)')
     p.add_argument("--output", "-o", help="output folder")
+    p.add_argument("--cluster", type=_cluster_setting, metavar="SETTING",
+                   help="where the batches run: local (default), ray (the running Ray cluster) or a mapping, "
+                        "e.g. '{address: local, workers: 2}' (see the README's cluster section)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in the output folder")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run_generate)
     return p
+
+
+def _cluster_setting(text: str):
+    """``--cluster``: ``local``, ``ray`` or a YAML/JSON mapping (see :func:`cluster_from_text`)."""
+    from aseguide.runs.cluster import cluster_from_text
+
+    try:
+        return cluster_from_text(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _property_conditions() -> list[PropertyCondition]:
@@ -88,13 +102,14 @@ def _property_conditions() -> list[PropertyCondition]:
 def run_generate(args: argparse.Namespace) -> int:
     """Handler of ``aseguide generate``; returns the exit code."""
     begin = min(STARTED, time.perf_counter())  # the imports (torch, MatterGen) included
+    from aseguide.runs.cluster import parse_cluster
     from aseguide.runs.config import GenerateConfig
     from aseguide.runs.generate import generate
 
     overrides = {key: getattr(args, key) for key in (
         "model", "num_structures", "batch_size", "num_atoms", "chemical_system", "guidance_factor",
         "steps", "seed", "device", "precision", "output", "seeds", "start_time", "samples_per_seed",
-        "fix_cell", "composition", "formula_units")}
+        "fix_cell", "composition", "formula_units", "cluster")}
     overrides.update({c.name: getattr(args, c.name) for c in _property_conditions()})
     if args.objective_json:
         try:
@@ -120,6 +135,7 @@ def run_generate(args: argparse.Namespace) -> int:
             bar.n = done
             bar.refresh()
 
+    cluster = not parse_cluster(config.cluster).is_local
     try:
         summary = generate(config, resume=args.resume, progress=progress)
     finally:
@@ -128,5 +144,6 @@ def run_generate(args: argparse.Namespace) -> int:
     # the count is the one recorded in progress.json, i.e. what the files hold
     print(f"{summary.num_structures} structures in {summary.output} "
           f"({time.perf_counter() - begin:.1f} s in all, imports included: model loading {summary.load_seconds:.1f} s, "
-          f"generation {summary.seconds:.1f} s; {summary.resumed_batches} batches resumed)")
+          f"generation {summary.seconds:.1f} s; {summary.resumed_batches} batches resumed"
+          + (f"; {summary.workers} Ray workers, {summary.retried_batches} batches retried" if cluster else "") + ")")
     return 0

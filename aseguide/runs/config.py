@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from aseguide.models.base import ScoreBackend
+from aseguide.runs.cluster import parse_cluster
 from aseguide.sampling.dynamics import GuidedDiffusion
 from aseguide.sampling.settings import GUIDANCE_KEYS, GuidanceSettings
 
@@ -104,6 +105,11 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
         Precision policy of the network: ``"mixed"`` (TF32 + bf16 network on CUDA,
         plain float32 elsewhere), ``"fp32"`` (strict) or ``"bf16"``; see
         :mod:`aseguide.precision`.
+    cluster : str or dict
+        Where the batches run: ``"local"`` (this process, default), ``"ray"`` (the
+        running Ray cluster) or ``{address, workers, gpus_per_worker, cpus_per_worker}``;
+        see :mod:`aseguide.runs.cluster`. It does not change the structures, so a run
+        may be resumed with another setting.
     """
 
     model: str = "tiny-random"
@@ -136,6 +142,7 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
     composition: str | None = None
     formula_units: int | None = None
     fix_cell: bool = False
+    cluster: Any = "local"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -183,6 +190,7 @@ dft_bulk_modulus, dft_shear_modulus, formation_energy_per_atom:
         from aseguide.precision import check_precision
 
         check_precision(self.precision)
+        parse_cluster(self.cluster)
         if not isinstance(self.model, str) or not self.model:
             raise ValueError(f"model must be a name or a path, got {self.model!r}")
         if self.guidance_factor is not None and not (isinstance(self.guidance_factor, (int, float))

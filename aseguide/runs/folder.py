@@ -64,6 +64,8 @@ CONFIG_FILE = "config.json"
 PROGRESS_FILE = "progress.json"
 #: Files appended batch after batch; their recorded sizes are in ``progress.json``.
 DATA_FILES = (STRUCTURES_FILE, RESULTS_FILE)
+#: Settings a resumed run may change: they do not change the structures already written.
+RESUMABLE_CHANGES = ("num_structures", "output", "cluster")
 #: Names under which a run configuration is looked for when a folder is read (first found wins).
 CONFIG_NAMES = ("config.yaml", "config.yml", CONFIG_FILE, "run.json", "settings.json")
 
@@ -166,7 +168,7 @@ class RunFolder:
         previous = _stored_config(self.config_file)
         current = json.loads(json.dumps(config.todict(), default=str))
         differing = sorted(k for k in set(previous) | set(current)
-                           if k not in ("num_structures", "output") and previous.get(k) != current.get(k))
+                           if k not in RESUMABLE_CHANGES and previous.get(k) != current.get(k))
         if differing:
             raise ValueError(f"cannot resume {self._where()}: settings differ from the stored run: {differing}")
         record = json.loads(self.progress_file.read_text())

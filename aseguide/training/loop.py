@@ -188,13 +188,7 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
         losses, held_losses, log = list(saved["losses"]), list(saved["held_losses"]), list(saved["log"])
         held_terms = list(saved.get("held_terms", []))
     elif config.init_from is not None:
-        weights = _initial_weights(config.init_from)
-        for module in (diffusion_module, ema):
-            try:
-                module.load_state_dict(weights)
-            except RuntimeError as error:
-                raise ValueError(f"init_from {config.init_from}: its weights do not fit this run's architecture "
-                                 f"({str(error).splitlines()[0]}...); use the sizes it was trained with") from error
+        _load_initial_weights(config.init_from, (diffusion_module, ema))
     log_file = output / "train_log.csv"
     log_file.write_text("\n".join(log) + "\n")
 
@@ -330,6 +324,17 @@ def _initial_weights(source: str) -> dict[str, torch.Tensor]:
         return {k[len(prefix):]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
     raise ValueError(f"init_from {path}: neither a periodic checkpoint (key 'ema') nor a model checkpoint "
                      "(key 'state_dict')")
+
+
+def _load_initial_weights(source: str, modules: tuple[torch.nn.Module, ...]) -> None:
+    """Load the weights of ``init_from`` into the model and its EMA copy."""
+    weights = _initial_weights(source)
+    for module in modules:
+        try:
+            module.load_state_dict(weights)
+        except RuntimeError as error:
+            raise ValueError(f"init_from {source}: its weights do not fit this run's architecture "
+                             f"({str(error).splitlines()[0]}...); use the sizes it was trained with") from error
 
 
 #: Values of settings that runs written before the setting existed were trained with.
