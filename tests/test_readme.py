@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -162,3 +163,12 @@ def test_readme_commands_run_as_written(tmp_path):
         assert result.returncode == 0, f"aseguide {' '.join(words)}:\n{result.stderr[-3000:]}"
     summary = json.loads((tmp_path / "reports" / "volume_tiny_vs_unguided" / "summary.json").read_text())
     assert summary["sets"]["unguided"]["counts"]["read"] == 8
+    main = _readme_commands()[0]
+    assert main == ["generate", "examples/carbon_quick.yaml"], "the main command is the shipped carbon model's"
+    import ase.io
+
+    crystals = ase.io.read(tmp_path / "runs" / "carbon_quick" / "structures.extxyz", ":")
+    assert len(crystals) == 16 and all(set(atoms.get_chemical_symbols()) == {"C"} for atoms in crystals)
+    volumes = [atoms.get_volume() / len(atoms) for atoms in crystals]
+    # physical carbon, not a blown-up or collapsed cell (carbon_24: 5-9 Å^3 per atom)
+    assert 4.0 < float(np.median(volumes)) < 12.0, volumes

@@ -27,9 +27,9 @@ if [[ "$stage" == train || "$stage" == all ]]; then
 fi
 if [[ "$stage" == package || "$stage" == train || "$stage" == all ]]; then
     rm -rf "$PACKAGED" && mkdir -p "$PACKAGED/checkpoints"
-    cp "$MODEL_RUN"/{config.yaml,model_card.md,split.json,train_log.csv} "$PACKAGED"/
+    cp "$MODEL_RUN"/{config.yaml,model_card.md,split.json,train_log.csv,held_out_log.csv} "$PACKAGED"/
     cp "$MODEL_RUN"/checkpoints/last.ckpt "$PACKAGED"/checkpoints/
-    mkdir -p "$STATE" && cp "$MODEL_RUN"/{config.yaml,split.json,train_log.csv} "$STATE"/
+    mkdir -p "$STATE" && cp "$MODEL_RUN"/{config.yaml,split.json,train_log.csv,held_out_log.csv} "$STATE"/
     cp "$MODEL_RUN"/checkpoints/resume.pt "$STATE"/
 fi
 if [[ "$stage" == steps || "$stage" == all ]]; then
