@@ -159,7 +159,8 @@ def test_carbon_case_study_script_runs_with_the_trained_model(trained, tmp_path)
     folder = Path(__file__).resolve().parents[1] / "examples" / "carbon"
     for name in ("unguided.yaml", "config_volume.yaml", "config_cn4.yaml", "config_cn3.yaml"):
         config = yaml.safe_load((folder / name).read_text())
-        assert config["model"] == "carbon-24-small" and config["num_structures"] == 200 and config["seed"] == 0
+        assert config["model"] == "carbon-24-small" and config["seed"] == 0 and config["batch_size"] == 50
+        assert config["num_structures"] == (512 if name == "unguided.yaml" else 200)
     cn4 = yaml.safe_load((folder / "config_cn4.yaml").read_text())["objectives"]
     assert {o["type"] for o in cn4} == {"Coordination", "MinDistance"}
     assert [o["r_min"] for o in cn4 if o["type"] == "MinDistance"] == [1.1]
@@ -179,6 +180,44 @@ def test_carbon_case_study_script_runs_with_the_trained_model(trained, tmp_path)
     assert summary["hull"]["chemical_system"] == "C" and len(per_atom) == 1 and -10.5 < per_atom[0] < -8.0
     assert summary["guided"]["n"] == summary["unguided"]["n"] == 2
     assert (out / "report_cn4" / "summary.json").is_file()
+
+
+def test_carbon_twin_is_the_start_of_the_longer_unguided_run(trained, tmp_path):
+    """The first structures of a longer unguided run are those of a shorter run with the same seeds."""
+    import importlib.util
+    from pathlib import Path
+
+    from aseguide.analysis import read_structures
+    from aseguide.generate import GenerateConfig, generate
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "carbon"
+    spec = importlib.util.spec_from_file_location("carbon_run_twin", folder / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    settings = {"model": str(trained), "steps": 3, "batch_size": 2, "device": "cpu"}
+    long = GenerateConfig.from_file(folder / "unguided.yaml", {**settings, "num_structures": 5,
+                                                              "output": str(tmp_path / "long")})
+    short = GenerateConfig.from_file(folder / "unguided.yaml", {**settings, "num_structures": 4,
+                                                               "output": str(tmp_path / "short")})
+    twin = module.unguided_twin(long, generate(long).output, short)
+    expected = list(read_structures(generate(short).output))
+    assert len(twin) == 4
+    for a, b in zip(twin, expected, strict=True):
+        assert a.get_chemical_formula() == b.get_chemical_formula()
+        np.testing.assert_allclose(a.cell[:], b.cell[:], atol=1e-5)
+        np.testing.assert_allclose(a.positions, b.positions, atol=1e-5)
+    other_seed = GenerateConfig.from_file(folder / "unguided.yaml", {**settings, "num_structures": 3, "seed": 1,
+                                                                    "output": str(tmp_path / "s1")})
+    with pytest.raises(ValueError, match="seed 0 != 1"):
+        module.unguided_twin(long, tmp_path / "long", other_seed)
+    too_many = GenerateConfig.from_file(folder / "unguided.yaml", {**settings, "num_structures": 6,
+                                                                  "output": str(tmp_path / "six")})
+    with pytest.raises(ValueError, match="5 structures, fewer than the 6"):
+        module.unguided_twin(long, tmp_path / "long", too_many)
+    partial = GenerateConfig.from_file(folder / "unguided.yaml", {**settings, "num_structures": 3,
+                                                                 "output": str(tmp_path / "three")})
+    with pytest.raises(ValueError, match="num_structures 3 is not a multiple of batch_size 2"):
+        module.unguided_twin(long, tmp_path / "long", partial)
 
 
 # ---------------------------------------------------------------- interruption

@@ -35,6 +35,7 @@ from aseguide.models._mattergen_compat import prepare_mattergen
 from aseguide.models.base import SamplingSession, ScoreBackend, Scores
 from aseguide.models.conditions import check_conditions, describe_accepted
 from aseguide.models.mattergen_config import sampler_settings
+from aseguide.models.radius_graph import pruned_image_search
 from aseguide.precision import (
     DEFAULT_PRECISION,
     PRECISIONS,
@@ -560,12 +561,14 @@ class MatterGenSession(SamplingSession):
         Under a bf16 autocast the geometry inside GemNet (fractional to Cartesian
         coordinates, the periodic radius graph and its distances) still runs in float32:
         neighbour lists and cutoffs are decided at full precision, only the network's
-        dense layers use bf16.
+        dense layers use bf16. GemNet's graph is searched with
+        :func:`~aseguide.models.radius_graph.periodic_radius_graph` (MatterGen's graph,
+        fewer candidate images).
         """
         if not uses_autocast(self.precision, self.device):
-            with network_precision(self.precision, self.device):
+            with network_precision(self.precision, self.device), pruned_image_search():
                 return self.model.diffusion_module.score_fn(graph, t)
-        with network_precision(self.precision, self.device), \
+        with network_precision(self.precision, self.device), pruned_image_search(), \
                 _geometry_in_fp32(self.model.diffusion_module.model, self.device.type):
             out = self.model.diffusion_module.score_fn(graph, t)
         dtype = graph[_POS].dtype

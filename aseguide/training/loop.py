@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from aseguide.models.radius_graph import pruned_image_search
 from aseguide.training.card import TrainSummary, write_model_card
 from aseguide.training.config import TrainConfig
 from aseguide.training.data import TrainingData, prepare_data
@@ -94,7 +95,7 @@ def _held_out_loss(diffusion_module, graphs: list, batch_size: int, batches: int
     losses = []
     terms: dict[str, list[float]] = {name: [] for name in HELD_OUT_FIELDS}
     cuda = [graphs[0].pos.device] if graphs[0].pos.is_cuda else []
-    with torch.random.fork_rng(devices=cuda):
+    with torch.random.fork_rng(devices=cuda), pruned_image_search():
         torch.manual_seed(seed)
         for k in range(batches):
             chunk = [graphs[(k * batch_size + i) % len(graphs)] for i in range(min(batch_size, len(graphs)))]
@@ -206,7 +207,7 @@ def train(config: TrainConfig, progress: Callable[[int, float, float, float], No
     start = time.perf_counter()
     last_save = start
     first_step = step
-    with open(log_file, "a") as log_stream:
+    with open(log_file, "a") as log_stream, pruned_image_search():
         while step < config.steps and time.perf_counter() - start < 60.0 * config.max_minutes:
             loss, _ = diffusion_module.calc_loss(sampler.batch())
             if not torch.isfinite(loss):

@@ -1,6 +1,8 @@
 """Carbon case studies on the ``carbon-24-small`` model: volume per atom and C–C coordination.
 
-Three guided runs share one unguided twin (same model, atom counts, steps and seed):
+The guided runs share one unguided run (``unguided.yaml``, 512 structures: the model evaluation);
+its first 200 structures, started from the same noise and atom counts (same model, steps,
+seed and batches), are the unguided twin of every study:
 
 * ``volume``: volume per atom -> 5.7 Å³ (diamond-like), ``VolumePerAtom`` alone;
 * ``cn4`` / ``cn3``: mean C–C coordination (cutoff 1.8 Å) -> 4 (sp³) / 3 (sp²), each
@@ -68,7 +70,41 @@ def carbon_hull(calculator="chgnet", fmax=0.02):
     return hull
 
 
-def energy_study(out, overrides, calculator="chgnet", resume=False, unguided_path=None):
+def unguided_twin(unguided, unguided_path, guided):
+    """The first structures of the unguided run: the twins of a guided run's structures.
+
+    Structure ``i`` of a run starts from the noise and atom count of batch ``i // batch_size``
+    (seed ``seed + batch``), so the first ``guided.num_structures`` unguided structures are
+    the guided structures' twins when both runs share model, steps, seed, batch size and
+    atom counts and the guided run is made of whole batches; the 512 unguided structures of
+    the model evaluation thus serve every study (200 = 4 batches of 50).
+
+    Returns
+    -------
+    list of ase.Atoms
+
+    Raises
+    ------
+    ValueError
+        When the runs differ in a setting that decides the starting noise (named), or the
+        unguided run is shorter than the guided one.
+    """
+    for key in ("model", "steps", "seed", "batch_size", "num_atoms", "max_atoms"):
+        if getattr(unguided, key) != getattr(guided, key):
+            raise ValueError(f"the unguided run is no twin of {guided.output}: {key} "
+                             f"{getattr(unguided, key)!r} != {getattr(guided, key)!r}")
+    structures = list(read_structures(unguided_path))
+    if guided.num_structures % guided.batch_size and guided.num_structures != unguided.num_structures:
+        # the last, shorter batch draws its noise with another shape than the longer run's batch
+        raise ValueError(f"{guided.output}: num_structures {guided.num_structures} is not a multiple of "
+                         f"batch_size {guided.batch_size}, so its last batch has no twin in the unguided run")
+    if len(structures) < guided.num_structures:
+        raise ValueError(f"the unguided run has {len(structures)} structures, fewer than the "
+                         f"{guided.num_structures} of {guided.output}")
+    return structures[:guided.num_structures]
+
+
+def energy_study(out, overrides, calculator="chgnet", resume=False, unguided=None, unguided_path=None):
     """Guide toward <= 0.1 eV/atom above the carbon hull; compare with the unguided twin.
 
     Returns
@@ -90,8 +126,9 @@ def energy_study(out, overrides, calculator="chgnet", resume=False, unguided_pat
     guided_path = generate(config, resume=resume).output
     ase_calculator = get_calculator(calculator)
     rows, values = [], {}
-    for name, path in (("guided", guided_path), ("unguided", unguided_path)):
-        structures = list(read_structures(path))
+    runs = {"guided": list(read_structures(guided_path)),
+            "unguided": unguided_twin(unguided, unguided_path, config)}
+    for name, structures in runs.items():
         clean = screen_distances(structures, thresholds=PAIR_THRESHOLDS).ok
         e_hull = []
         for atoms in structures:
@@ -140,6 +177,7 @@ def main(argv=None):
     configs = {name: GenerateConfig.from_file(HERE / filename, {**overrides, "output": str(out / name)})
                for name, filename in {"unguided": "unguided.yaml", **GUIDED}.items()}
     paths = {name: generate(config, resume=args.resume).output for name, config in configs.items()}
+    twins = {name: unguided_twin(configs["unguided"], paths["unguided"], configs[name]) for name in GUIDED}
     references = None
     if model_dir is not None:
         from aseguide.evaluation import load_held_out
@@ -148,7 +186,7 @@ def main(argv=None):
     rows = ["| run | objective | on target (guided / unguided) | on target and clean | p (raw) | p (clean) |",
             "|---|---|---|---|---|---|"]
     for name in GUIDED:
-        result = analyze(paths[name], compare=paths["unguided"], references=references,
+        result = analyze(paths[name], compare=twins[name], references=references,
                          objectives=analysis_objectives(configs[name]), calculator=args.calculator,
                          pair_thresholds=PAIR_THRESHOLDS)
         result.write_report(out / f"report_{name}")
@@ -159,7 +197,7 @@ def main(argv=None):
                         f"{s['guided']['clean']:.1%} / {s['unguided']['clean']:.1%} | {p['raw']} | {p['clean']} |")
     if energy:
         rows += energy_study(out, overrides, calculator=args.calculator or "chgnet", resume=args.resume,
-                             unguided_path=paths["unguided"])
+                             unguided=configs["unguided"], unguided_path=paths["unguided"])
     (out / "results.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
     return paths

@@ -6,7 +6,7 @@
 #   package   copies the model to aseguide/data/models/carbon-24-small (load_model("carbon-24-small"))
 #   steps     quality vs number of sampling steps (64 structures at 100/250/500/1000 steps)
 #   evaluate  512 unguided structures at the default step count vs the held-out split
-#   cases     the four case studies, 200 guided + 200 unguided structures each
+#   cases     the four case studies, 200 guided structures each vs the first 200 unguided ones
 set -euo pipefail
 stage="${1:-all}"
 MODEL_RUN=runs/carbon-24-small
@@ -38,8 +38,8 @@ if [[ "$stage" == steps || "$stage" == all ]]; then
     mkdir -p examples/carbon/evaluation && cp runs/carbon/steps/steps.{md,json} examples/carbon/evaluation/
 fi
 if [[ "$stage" == evaluate || "$stage" == all ]]; then
-    aseguide generate examples/carbon/unguided.yaml --num-structures 512 --output runs/carbon/evaluate --resume
-    python -m aseguide.evaluation runs/carbon/evaluate --model-dir "$PACKAGED" --out examples/carbon/evaluation
+    aseguide generate examples/carbon/unguided.yaml --output runs/carbon/unguided --resume   # 512 structures
+    python -m aseguide.evaluation runs/carbon/unguided --model-dir "$PACKAGED" --out examples/carbon/evaluation
 fi
 if [[ "$stage" == cases || "$stage" == all ]]; then
     python examples/carbon/run.py --output runs/carbon --calculator chgnet --model-dir "$PACKAGED" --energy --resume
