@@ -30,6 +30,7 @@ import time
 import torch
 
 from aseguide.guidance import diffusion_step
+from aseguide.sampling.settings import GuidanceSettings
 
 CONFIGS = [
     # name, forward g, backward k, m, K
@@ -85,8 +86,9 @@ def run_step(session, x, t, objective, g, k, m, K) -> float:
     if g == 0 and (k == 0 or m == 0) and K == 1:
         diffusion_step(session, x, t)
     else:
-        diffusion_step(session, x, t, objective, forward_strength=g, backward_strength=k,
-                       backward_steps=m, recurrence=K)
+        settings = GuidanceSettings(forward_strength=g, backward_strength=k, backward_steps=m, recurrence=K,
+                                    start=0.0)
+        diffusion_step(session, x, t, objective, settings)
     _sync(session.device)
     return time.perf_counter() - start
 
