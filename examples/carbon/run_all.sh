@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Regenerate the carbon model, its evaluation and the case studies on a CPU (2 cores are enough).
-# Usage, from the repository root:  bash examples/carbon/run_all.sh [train|package|steps|evaluate|cases|all]
+# Usage, from the repository root:  bash examples/carbon/run_all.sh [train|package|steps|evaluate|cases|save|all]
 # Every stage resumes where it stopped, so the whole can be spread over several sittings:
 #   train     aseguide train (continues from checkpoints/resume.pt when present; 9000 steps in total)
 #   package   copies the model to aseguide/data/models/carbon-24-small (load_model("carbon-24-small"))
 #   steps     quality vs number of sampling steps (64 structures at 100/250/500/1000 steps)
 #   evaluate  512 unguided structures at the default step count vs the held-out split
 #   cases     the four case studies, 200 guided structures each vs the first 200 unguided ones
+#   save      copies the generated runs (finished batches) to examples/carbon/generated/, which
+#             evaluate and cases restore on a fresh clone (generation resumes from them)
 set -euo pipefail
 stage="${1:-all}"
 MODEL_RUN=runs/carbon-24-small
@@ -37,9 +39,19 @@ if [[ "$stage" == steps || "$stage" == all ]]; then
         --steps-list 100,250,500,1000 --num-structures 64 --output runs/carbon/steps
     mkdir -p examples/carbon/evaluation && cp runs/carbon/steps/steps.{md,json} examples/carbon/evaluation/
 fi
+GENERATED=examples/carbon/generated   # committed copies of the generated runs (finished batches), so a fresh clone resumes
+if [[ "$stage" == evaluate || "$stage" == cases || "$stage" == all ]]; then
+    for run in unguided volume cn4 cn3 ehull; do
+        if [[ ! -d "runs/carbon/$run" && -d "$GENERATED/$run" ]]; then
+            mkdir -p runs/carbon && cp -r "$GENERATED/$run" runs/carbon/
+        fi
+    done
+fi
 if [[ "$stage" == evaluate || "$stage" == all ]]; then
     aseguide generate examples/carbon/unguided.yaml --output runs/carbon/unguided --resume   # 512 structures
     python -m aseguide.evaluation runs/carbon/unguided --model-dir "$PACKAGED" --out examples/carbon/evaluation
+    python examples/carbon/card_evaluation.py examples/carbon/evaluation/metrics.json "$PACKAGED/model_card.md" \
+        --command "bash examples/carbon/run_all.sh evaluate"
 fi
 if [[ "$stage" == cases || "$stage" == all ]]; then
     python examples/carbon/run.py --output runs/carbon --calculator chgnet --model-dir "$PACKAGED" --energy --resume
@@ -48,5 +60,13 @@ if [[ "$stage" == cases || "$stage" == all ]]; then
     for r in volume cn4 cn3; do
         mkdir -p "examples/carbon/results/$r" && cp runs/carbon/report_$r/*.png runs/carbon/report_$r/report.md \
             runs/carbon/report_$r/summary.json "examples/carbon/results/$r/"
+    done
+fi
+if [[ "$stage" == save || "$stage" == evaluate || "$stage" == cases || "$stage" == all ]]; then
+    mkdir -p "$GENERATED"
+    for run in unguided volume cn4 cn3 ehull; do
+        if [[ -d "runs/carbon/$run" ]]; then
+            rm -rf "${GENERATED:?}/$run" && cp -r "runs/carbon/$run" "$GENERATED/"
+        fi
     done
 fi
