@@ -180,6 +180,19 @@ def test_carbon_case_study_script_runs_with_the_trained_model(trained, tmp_path)
     assert summary["hull"]["chemical_system"] == "C" and len(per_atom) == 1 and -10.5 < per_atom[0] < -8.0
     assert summary["guided"]["n"] == summary["unguided"]["n"] == 2
     assert (out / "report_cn4" / "summary.json").is_file()
+    # --analyze-only generates nothing: unfinished studies are listed, finished ones analysed again
+    import shutil
+
+    shutil.rmtree(out / "cn3")
+    shutil.rmtree(out / "ehull")
+    (out / "report_cn4" / "summary.json").unlink()
+    module.main(["--model", str(trained), "--steps", "2", "--num-structures", "2", "--batch-size", "2",
+                 "--device", "cpu", "--output", str(out), "--model-dir", str(trained), "--energy", "--analyze-only"])
+    table = (out / "results.md").read_text()
+    assert "| cn3 | not generated yet: 0 of 2 structures |" in table
+    assert "| ehull | not generated yet: 0 of 2 structures |" in table
+    assert "| cn4 | " in table.replace("| cn4 | not", "") and (out / "report_cn4" / "summary.json").is_file()
+    assert not (out / "cn3").exists() and not (out / "ehull").exists()
 
 
 def test_carbon_twin_is_the_start_of_the_longer_unguided_run(trained, tmp_path):

@@ -25,7 +25,11 @@ reports the energy above hull distributions guided vs unguided and the fraction 
 0.1 eV/atom above the hull AND clean, with the one-sided z-test.
 
 Usage: ``python examples/carbon/run.py [--model M --steps N --num-structures S --output DIR
---calculator chgnet --model-dir runs/carbon-24-small --energy]``. ``run_all.sh`` runs everything.
+--calculator chgnet --model-dir runs/carbon-24-small --energy --analyze-only]``. ``run_all.sh``
+runs everything. ``--analyze-only`` generates nothing: it analyses the studies whose guided
+run is complete (the twin needs only the unguided run's first 200 structures) and lists the
+others as not generated yet, so results can be reported while a campaign is spread over
+several sittings.
 """
 
 import json
@@ -104,7 +108,16 @@ def unguided_twin(unguided, unguided_path, guided):
     return structures[:guided.num_structures]
 
 
-def energy_study(out, overrides, calculator="chgnet", resume=False, unguided=None, unguided_path=None):
+def generated_count(path) -> int:
+    """Structures written so far to the run folder ``path`` (0 when it does not exist)."""
+    path = Path(path)
+    if not (path / "structures.extxyz").is_file():
+        return 0
+    return sum(1 for _ in read_structures(path))
+
+
+def energy_study(out, overrides, calculator="chgnet", resume=False, unguided=None, unguided_path=None,
+                 generate_missing=True):
     """Guide toward <= 0.1 eV/atom above the carbon hull; compare with the unguided twin.
 
     Returns
@@ -123,7 +136,13 @@ def energy_study(out, overrides, calculator="chgnet", resume=False, unguided=Non
         if entry["type"] == "EnergyAboveHull":
             entry.update(hull=hull.todict(), calculator=calculator)
     config = GenerateConfig.from_dict(data)
-    guided_path = generate(config, resume=resume).output
+    if not generate_missing:
+        count = generated_count(config.output)
+        if count < config.num_structures:
+            return [f"| ehull | not generated yet: {count} of {config.num_structures} structures | | | | |"]
+        guided_path = Path(config.output)
+    else:
+        guided_path = generate(config, resume=resume).output
     ase_calculator = get_calculator(calculator)
     rows, values = [], {}
     runs = {"guided": list(read_structures(guided_path)),
@@ -165,6 +184,9 @@ def main(argv=None):
     energy = "--energy" in argv
     if energy:
         argv.remove("--energy")
+    analyze_only = "--analyze-only" in argv
+    if analyze_only:
+        argv.remove("--analyze-only")
     model_dir = None
     if "--model-dir" in argv:
         i = argv.index("--model-dir")
@@ -176,8 +198,14 @@ def main(argv=None):
                  "batch_size": args.batch_size, "device": args.device}
     configs = {name: GenerateConfig.from_file(HERE / filename, {**overrides, "output": str(out / name)})
                for name, filename in {"unguided": "unguided.yaml", **GUIDED}.items()}
-    paths = {name: generate(config, resume=args.resume).output for name, config in configs.items()}
-    twins = {name: unguided_twin(configs["unguided"], paths["unguided"], configs[name]) for name in GUIDED}
+    if analyze_only:
+        paths = {name: Path(config.output) for name, config in configs.items()}
+    else:
+        paths = {name: generate(config, resume=args.resume).output for name, config in configs.items()}
+    missing = {name: f"not generated yet: {count} of {configs[name].num_structures} structures"
+               for name in GUIDED if (count := generated_count(paths[name])) < configs[name].num_structures}
+    twins = {name: unguided_twin(configs["unguided"], paths["unguided"], configs[name])
+             for name in GUIDED if name not in missing}
     references = None
     if model_dir is not None:
         from aseguide.evaluation import load_held_out
@@ -186,6 +214,9 @@ def main(argv=None):
     rows = ["| run | objective | on target (guided / unguided) | on target and clean | p (raw) | p (clean) |",
             "|---|---|---|---|---|---|"]
     for name in GUIDED:
+        if name in missing:
+            rows.append(f"| {name} | {missing[name]} | | | | |")
+            continue
         result = analyze(paths[name], compare=twins[name], references=references,
                          objectives=analysis_objectives(configs[name]), calculator=args.calculator,
                          pair_thresholds=PAIR_THRESHOLDS)
@@ -197,7 +228,8 @@ def main(argv=None):
                         f"{s['guided']['clean']:.1%} / {s['unguided']['clean']:.1%} | {p['raw']} | {p['clean']} |")
     if energy:
         rows += energy_study(out, overrides, calculator=args.calculator or "chgnet", resume=args.resume,
-                             unguided=configs["unguided"], unguided_path=paths["unguided"])
+                             unguided=configs["unguided"], unguided_path=paths["unguided"],
+                             generate_missing=not analyze_only)
     (out / "results.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
     return paths

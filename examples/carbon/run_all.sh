@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Regenerate the carbon model, its evaluation and the case studies on a CPU (2 cores are enough).
-# Usage, from the repository root:  bash examples/carbon/run_all.sh [train|package|steps|evaluate|cases|save|all]
+# Usage, from the repository root:  bash examples/carbon/run_all.sh [train|package|steps|evaluate|cases|analyze|save|all]
 # Every stage resumes where it stopped, so the whole can be spread over several sittings:
-#   train     aseguide train (continues from checkpoints/resume.pt when present; 9000 steps in total)
+#   train     aseguide train (continues from checkpoints/resume.pt, or from the committed training state; 6000 steps in total)
 #   package   copies the model to aseguide/data/models/carbon-24-small (load_model("carbon-24-small"))
 #   steps     quality vs number of sampling steps (64 structures at 100/250/500/1000 steps)
 #   evaluate  512 unguided structures at the default step count vs the held-out split
 #   cases     the four case studies, 200 guided structures each vs the first 200 unguided ones
+#   analyze   the results table of what is generated so far (generates nothing)
 #   save      copies the generated runs (finished batches) to examples/carbon/generated/, which
 #             evaluate and cases restore on a fresh clone (generation resumes from them)
 set -euo pipefail
@@ -40,7 +41,7 @@ if [[ "$stage" == steps || "$stage" == all ]]; then
     mkdir -p examples/carbon/evaluation && cp runs/carbon/steps/steps.{md,json} examples/carbon/evaluation/
 fi
 GENERATED=examples/carbon/generated   # committed copies of the generated runs (finished batches), so a fresh clone resumes
-if [[ "$stage" == evaluate || "$stage" == cases || "$stage" == all ]]; then
+if [[ "$stage" == evaluate || "$stage" == cases || "$stage" == analyze || "$stage" == all ]]; then
     for run in unguided volume cn4 cn3 ehull; do
         if [[ ! -d "runs/carbon/$run" && -d "$GENERATED/$run" ]]; then
             mkdir -p runs/carbon && cp -r "$GENERATED/$run" runs/carbon/
@@ -55,11 +56,21 @@ if [[ "$stage" == evaluate || "$stage" == all ]]; then
 fi
 if [[ "$stage" == cases || "$stage" == all ]]; then
     python examples/carbon/run.py --output runs/carbon --calculator chgnet --model-dir "$PACKAGED" --energy --resume
+fi
+if [[ "$stage" == analyze ]]; then   # what is generated so far, nothing generated
+    python examples/carbon/run.py --output runs/carbon --calculator chgnet --model-dir "$PACKAGED" --energy \
+        --analyze-only
+fi
+if [[ "$stage" == cases || "$stage" == analyze || "$stage" == all ]]; then
     mkdir -p examples/carbon/results
-    cp runs/carbon/results.md runs/carbon/ehull_summary.json runs/carbon/ehull.png examples/carbon/results/
+    for f in results.md ehull_summary.json ehull.png; do
+        if [[ -f "runs/carbon/$f" ]]; then cp "runs/carbon/$f" examples/carbon/results/; fi
+    done
     for r in volume cn4 cn3; do
-        mkdir -p "examples/carbon/results/$r" && cp runs/carbon/report_$r/*.png runs/carbon/report_$r/report.md \
-            runs/carbon/report_$r/summary.json "examples/carbon/results/$r/"
+        if [[ -f "runs/carbon/report_$r/summary.json" ]]; then
+            mkdir -p "examples/carbon/results/$r" && cp runs/carbon/report_$r/*.png runs/carbon/report_$r/report.md \
+                runs/carbon/report_$r/summary.json "examples/carbon/results/$r/"
+        fi
     done
 fi
 if [[ "$stage" == save || "$stage" == evaluate || "$stage" == cases || "$stage" == all ]]; then
