@@ -43,19 +43,85 @@ Examples
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from aseguide.state import CrystalBatch
 
-__all__ = ["NeighborList", "neighbor_list", "MAX_IMAGES_PER_AXIS"]
+__all__ = ["NeighborList", "neighbor_list", "MAX_IMAGES_PER_AXIS", "MAX_PERIODIC_IMAGES", "periodic_image_count",
+           "check_periodic_images"]
 
 #: Largest number of periodic images searched on each side of a cell along one axis.
 #: More would mean lattice planes closer than ``cutoff / MAX_IMAGES_PER_AXIS``: a
 #: degenerate (e.g. very noisy) cell. The search is then truncated with a warning.
 MAX_IMAGES_PER_AXIS = 8
+
+#: Largest number of periodic images (the box of shifts ``|n_k| <= ceil(cutoff * |b_k|)``)
+#: that an external potential or calculator is asked to search. A sampled cell whose
+#: lattice planes are ~0.01 Å apart would need ~1e9 images, and the neighbour search of
+#: CHGNet (or ASE) then exhausts the memory of the machine; such a cell is refused instead.
+MAX_PERIODIC_IMAGES = 100_000
+
+
+def periodic_image_count(cell, cutoff: float) -> int:
+    """Number of periodic images a neighbour search within ``cutoff`` visits in ``cell``.
+
+    ``prod_k (2 * ceil(cutoff / h_k) + 1)``, with ``h_k = 1 / |b_k|`` the spacing of the
+    lattice planes (``b`` the reciprocal vectors without 2π).
+
+    Parameters
+    ----------
+    cell : array-like, shape (3, 3)
+        Lattice vectors as rows (Å).
+    cutoff : float
+        Search radius (Å).
+
+    Returns
+    -------
+    int
+        The image count (``sys.maxsize`` for a singular cell).
+
+    Examples
+    --------
+    >>> periodic_image_count(np.eye(3) * 4.0, 6.0)
+    125
+    """
+    cell = np.asarray(cell, dtype=float).reshape(3, 3)
+    if not np.all(np.isfinite(cell)) or abs(np.linalg.det(cell)) < 1e-12:
+        return np.iinfo(np.int64).max
+    reciprocal_lengths = np.linalg.norm(np.linalg.inv(cell).T, axis=1)
+    count = 1
+    for length in reciprocal_lengths:
+        count *= 2 * math.ceil(cutoff * length - _ROUNDING_SLACK) + 1
+    return int(min(count, np.iinfo(np.int64).max))
+
+
+def check_periodic_images(cell, cutoff: float, limit: int = MAX_PERIODIC_IMAGES) -> None:
+    """Raise ``ValueError`` when a neighbour search in ``cell`` would visit more than ``limit`` images.
+
+    Examples
+    --------
+    >>> check_periodic_images(np.eye(3) * 4.0, 6.0)
+    >>> check_periodic_images(np.diag([4.0, 4.0, 0.001]), 6.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: degenerate cell: lattice planes 0.001 Å apart; a 6 Å neighbour search would visit 300,025 periodic images (limit 100,000)
+    """
+    count = periodic_image_count(cell, cutoff)
+    if count > limit:
+        cell = np.asarray(cell, dtype=float).reshape(3, 3)
+        with np.errstate(all="ignore"):
+            try:
+                spacing = f"{float(1.0 / np.linalg.norm(np.linalg.inv(cell).T, axis=1).max()):.3g} Å"
+            except np.linalg.LinAlgError:
+                spacing = "0 Å"
+        raise ValueError(f"degenerate cell: lattice planes {spacing} apart; a {cutoff:g} Å neighbour search "
+                         f"would visit {count:,} periodic images (limit {limit:,})")
+
 
 # Candidate pairs handled at once (bounds the memory of the search, not its result).
 _CANDIDATES_PER_CHUNK = 4_000_000

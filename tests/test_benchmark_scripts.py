@@ -29,3 +29,14 @@ def test_radius_graph_speed_reports_identical_structures():
                "--threads", "1")
     assert "speed-up (median):" in out
     assert "largest volume difference: 0.00e+00" in out
+
+
+def test_cpu_sampling_time_reports_the_run():
+    import json
+
+    out = _run("benchmarks/cpu_sampling_time.py", "--batch-size", "2", "--num-atoms", "4", "--steps", "3",
+               "--threads", "1", "--repeats", "2")
+    result = json.loads(out.strip().splitlines()[-1])
+    assert result["steps"] == 3 and result["batch_size"] == 2 and result["num_atoms"] == 4
+    assert len(result["run_seconds"]) == 2 and result["median_seconds"] > 0
+    assert abs(result["ms_per_step"] - 1000 * result["median_seconds"] / 3) < 2.0  # median_seconds is rounded

@@ -40,3 +40,18 @@ def test_card_gets_the_numbers_and_keeps_other_sections(tmp_path):
     assert "| C–C coordination at 1.8 Å: 3 / 4 | 44.6 % / 48.1 % | 40.5 % / 59.4 % | 0.188 |" in new
     assert "| median energy per atom, chgnet (eV) | -8.090 | -8.738 | 0.785 |" in new
     assert "Command: `bash run_all.sh evaluate`." in new
+    assert "only C" not in new  # metrics written before the element check have no such rows
+
+
+def test_card_reports_structures_with_other_elements():
+    module = _module()
+    metrics = {"n_generated": 4, "n_reference": 3, "settings": {"min_distance": 1.1, "cutoff": 1.8},
+               "short_distance_screen": {"generated": 1.0, "reference": 1.0},
+               "only_element": {"generated": 0.75, "reference": 1.0}, "valid": {"generated": 0.5, "reference": 1.0},
+               "volume_per_atom": {"median_generated": 6.5, "median_reference": 6.1, "wasserstein": 0.3},
+               "coordination": {"wasserstein": 0.2, "fraction_3_generated": 0.4, "fraction_3_reference": 0.4,
+                                "fraction_4_generated": 0.5, "fraction_4_reference": 0.6},
+               "spacegroup": {"above_P1_generated": 0.1, "above_P1_reference": 0.9}}
+    section = module.evaluation_section(metrics)
+    assert "| only C (no other element) | 75.0 % | 100.0 % | – |" in section
+    assert "| valid (clean and only C) | 50.0 % | 100.0 % | – |" in section

@@ -80,6 +80,24 @@ def test_held_out_set_from_split_file(tmp_path):
     assert all(np.isfinite(a.info["energy_per_atom"]) for a in structures)
 
 
+def test_foreign_elements_are_not_valid(held_out):
+    with_silicon = [a.copy() for a in held_out]
+    with_silicon[2].numbers[0] = 14  # no short contact, but not carbon alone
+    metrics = evaluate_model(with_silicon, held_out, calculator=None)
+    n = len(held_out)
+    assert metrics["short_distance_screen"]["generated"] == 1.0
+    assert metrics["only_element"] == {"generated": (n - 1) / n, "reference": 1.0}
+    assert metrics["valid"]["generated"] == (n - 1) / n and metrics["valid"]["reference"] == 1.0
+    perturbed = _perturbed(with_silicon)  # structure 0 has a short contact, structure 2 silicon
+    perturbed_metrics = evaluate_model(perturbed, held_out, calculator=None)
+    assert perturbed_metrics["valid"]["generated"] < perturbed_metrics["short_distance_screen"]["generated"] < 1.0
+
+
+def test_unknown_element_is_named(held_out):
+    with pytest.raises(ValueError, match="Xx"):
+        evaluate_model(held_out, held_out, element="Xx", calculator=None)
+
+
 def test_empty_sets_are_rejected(held_out):
     with pytest.raises(ValueError):
         evaluate_model([], held_out, calculator=None)

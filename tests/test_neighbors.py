@@ -142,3 +142,16 @@ def test_bad_cutoff_and_degenerate_cell():
     flat = Atoms("H", cell=[[5, 0, 0], [0, 5, 0], [0, 0, 0.1]], pbc=True)
     with pytest.warns(RuntimeWarning, match="degenerate cell"):
         neighbor_list(CrystalBatch.from_atoms(flat), 0.2 * (MAX_IMAGES_PER_AXIS + 2))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_periodic_image_count_is_the_box_of_plane_spacings(seed):
+    from aseguide.neighbors import periodic_image_count
+
+    rng = np.random.default_rng(seed)
+    cell = np.eye(3) * rng.uniform(2.0, 6.0, 3) + rng.normal(scale=1.5, size=(3, 3))
+    cutoff = 5.0
+    spacing = abs(np.linalg.det(cell)) / np.linalg.norm(np.cross(np.roll(cell, -1, 0), np.roll(cell, -2, 0)), axis=1)
+    expected = np.prod(2 * np.ceil(cutoff / spacing) + 1)
+    assert periodic_image_count(cell, cutoff) == expected
+    assert periodic_image_count(np.zeros((3, 3)), cutoff) == np.iinfo(np.int64).max

@@ -104,6 +104,53 @@ def test_failure_of_one_structure_gives_nan_and_keeps_the_others():
     assert "no Al today" in pot.last_failures[1]
 
 
+def _collapsed_cell_copper():
+    """Two copper atoms in a lattice whose planes are 0.005 Å apart (as a noisy sample can be)."""
+    cell = np.array([[100.0, 0.0, 0.0], [99.0, 3.0, 0.0], [0.0, 0.0, 4.0]])  # |a x b| = 300, V = 1200
+    cell[1] = cell[0] + [0.0, 0.05, 0.0]  # planes of a and b almost coincide
+    return Atoms("Cu2", scaled_positions=[[0.0, 0.0, 0.0], [0.5, 0.5, 0.5]], cell=cell, pbc=True)
+
+
+class _CountingEMT(EMT):
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=None):
+        self.seen.append(len(atoms))
+        super().calculate(atoms, properties, system_changes or ["positions"])
+
+
+def test_degenerate_cell_is_refused_before_the_neighbour_search():
+    from aseguide.neighbors import periodic_image_count
+
+    collapsed = _collapsed_cell_copper()
+    assert periodic_image_count(collapsed.cell.array, 6.0) > 100_000
+    calc = _CountingEMT()
+    pot = ASECalculatorPotential(calc)
+    with pytest.warns(RuntimeWarning, match="1 of 2"):
+        energy = pot.energy([bulk("Cu", cubic=True), collapsed], grad=False)
+    assert np.isfinite(float(energy[0])) and np.isnan(float(energy[1]))
+    assert "degenerate cell" in pot.last_failures[1] and "periodic images" in pot.last_failures[1]
+    assert calc.seen == [4]  # the calculator never saw the collapsed cell
+    pot.max_periodic_images = 10**12  # the limit is what refuses it
+    assert periodic_image_count(collapsed.cell.array, pot.neighbor_cutoff) < 10**12
+
+
+def test_compute_energies_gives_nan_for_a_degenerate_cell():
+    from aseguide.analysis import compute_energies
+
+    calc = _CountingEMT()
+    with pytest.warns(UserWarning, match="structure 1 .*degenerate cell"):
+        energies = compute_energies([bulk("Cu", cubic=True), _collapsed_cell_copper()], calc)
+    assert np.isfinite(energies[0]) and np.isnan(energies[1])
+    assert calc.seen == [4]
+    with pytest.raises(ValueError, match="limit 10"):
+        from aseguide.neighbors import check_periodic_images
+
+        check_periodic_images(np.eye(3) * 4.0, 6.0, limit=10)
+
+
 # ----------------------------------------------------------------------------- MatterSim
 @pytest.mark.skipif(not has["mattersim"], reason="mattersim not installed")
 def test_mattersim_checkpoint_batched_energies_and_gradients(tmp_path):
@@ -175,6 +222,15 @@ def test_chgnet_survives_isolated_atoms_and_stays_finite(chgnet):
     lonely = Atoms("LiO", positions=[[0, 0, 0], [0.3, 0.0, 0.0]], cell=np.eye(3) * 30.0, pbc=True)
     energy = chgnet.energy_per_atom([lonely, bulk("Si")], grad=False)
     assert torch.isfinite(energy).all()
+
+
+def test_chgnet_refuses_a_collapsed_cell_instead_of_exhausting_the_memory(chgnet):
+    collapsed = _collapsed_cell_copper()
+    assert chgnet.neighbor_cutoff == chgnet.model.graph_converter.atom_graph_cutoff > 0
+    with pytest.warns(RuntimeWarning, match="1 of 2"):
+        energy = chgnet.energy([bulk("Cu", cubic=True), collapsed], grad=False)
+    assert np.isfinite(float(energy[0])) and np.isnan(float(energy[1]))
+    assert "degenerate cell" in chgnet.last_failures[1]
 
 
 #: Elements that MP2020 corrects (anions, and U metals in oxides/fluorides): the DFT

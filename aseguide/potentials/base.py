@@ -14,6 +14,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from aseguide.neighbors import MAX_PERIODIC_IMAGES, check_periodic_images
 from aseguide.state import CrystalBatch
 
 __all__ = ["BatchedPotential", "TorchPotential"]
@@ -57,10 +58,17 @@ class BatchedPotential:
     device : torch.device
         Where the network runs.
     last_failures : dict[int, str]
-        Index -> reason for the structures that failed in the last call.
+        Index -> reason for the structures that failed in the last call. A degenerate
+        cell (more than ``max_periodic_images`` images within ``neighbor_cutoff``) fails
+        before the potential sees it.
     """
 
     name: str = "potential"
+    #: Radius (Å) of the potential's neighbour search, used to refuse degenerate cells
+    #: before the search (a subclass with a known graph cutoff sets its own).
+    neighbor_cutoff: float = 6.0
+    #: Most periodic images a structure may need (:func:`aseguide.neighbors.check_periodic_images`).
+    max_periodic_images: int = MAX_PERIODIC_IMAGES
 
     def __init__(self, device: str | torch.device | None = None) -> None:
         self.device = _resolve_device(device)
@@ -119,6 +127,7 @@ class BatchedPotential:
         prepared, ok = [], []
         for i, atoms in enumerate(atoms_list):
             try:
+                check_periodic_images(atoms.cell.array, self.neighbor_cutoff, self.max_periodic_images)
                 prepared.append(self._prepare(atoms))
                 ok.append(i)
             except Exception as exc:  # noqa: BLE001 - a bad structure must not kill the batch

@@ -51,6 +51,7 @@ class CHGNetPotential(TorchPotential):
             algorithm=getattr(conv, "algorithm", "fast"),
             on_isolated_atoms="ignore",
         )
+        self.neighbor_cutoff = float(conv.atom_graph_cutoff)
 
     @staticmethod
     def load_model(model: str | os.PathLike = "0.3.0", device: str | torch.device | None = None) -> Any:

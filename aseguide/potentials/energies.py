@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
+from aseguide.neighbors import MAX_PERIODIC_IMAGES, check_periodic_images
 from aseguide.potentials.registry import get_potential
 
 __all__ = ["compute_energies", "total_energies"]
@@ -33,6 +34,8 @@ def compute_energies(
     optimizer: Callable | None = None,
     progress: Callable[[int, int], None] | None = None,
     cell_filter: Callable | str | None = "frechet",
+    neighbor_cutoff: float = 6.0,
+    max_periodic_images: int = MAX_PERIODIC_IMAGES,
 ) -> np.ndarray:
     """Potential energy per atom (eV/atom) of each structure, with any ASE calculator.
 
@@ -60,6 +63,11 @@ def compute_energies(
         ``"frechet"`` (``ase.filters.FrechetCellFilter``, default), another ASE
         filter class (e.g. ``ase.filters.UnitCellFilter``), or ``None`` to relax the
         positions only.
+    neighbor_cutoff, max_periodic_images : float, int
+        A structure whose neighbour search within ``neighbor_cutoff`` (Å) would visit
+        more than ``max_periodic_images`` periodic images (a degenerate cell: lattice
+        planes a fraction of an Å apart) gets ``nan`` and a warning instead of being
+        handed to the calculator, whose neighbour list could exhaust the memory.
 
     Returns
     -------
@@ -86,6 +94,7 @@ def compute_energies(
         work = atoms.copy()
         work.calc = calc
         try:
+            check_periodic_images(work.cell.array, neighbor_cutoff, max_periodic_images)
             if relax:
                 from ase.filters import FrechetCellFilter
                 from ase.optimize import FIRE

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 from ase import Atoms
+from ase.data import atomic_numbers
 
 __all__ = ["evaluate_model", "load_held_out", "main"]
 
@@ -115,7 +116,8 @@ def evaluate_model(
     out : path, optional
         Folder for ``metrics.json`` and the PNG plots (nothing written when ``None``).
     element : str
-        Element of the coordination counts (``element``–``element``).
+        Element of the coordination counts (``element``–``element``) and of the
+        ``only_element`` check (a structure with any other element is not valid).
     cutoff : float
         Hard coordination cutoff in Å.
     min_distance : float
@@ -131,7 +133,8 @@ def evaluate_model(
     Returns
     -------
     dict
-        ``short_distance_screen``, ``volume_per_atom``, ``coordination``, ``spacegroup``,
+        ``short_distance_screen`` (fraction without short contacts), ``only_element``
+        (fraction made of ``element`` alone), ``valid`` (both), ``volume_per_atom``, ``coordination``, ``spacegroup``,
         ``energy_per_atom`` (absent without calculator); each has the generated and
         reference values, distributions also the Wasserstein distance; ``plots``
         lists the files written.
@@ -147,6 +150,8 @@ def evaluate_model(
     from aseguide.analysis.plots import plot_distributions
     from aseguide.analysis.symmetry import spacegroup_number
 
+    if element not in atomic_numbers:
+        raise ValueError(f"unknown element {element!r}")
     generated, reference = list(generated), list(reference)
     if not generated or not reference:
         raise ValueError("both the generated and the reference set must be non-empty")
@@ -159,6 +164,12 @@ def evaluate_model(
     pair = f"{element}-{element}"
     screens = {k: screen_distances(v, thresholds={pair: min_distance}) for k, v in sets.items()}
     metrics["short_distance_screen"] = {k: _fraction(s.ok) for k, s in screens.items()}
+    # A model trained on one element can still emit others (a collapsed cell puts the species
+    # head out of its training distribution); such structures are not counted as valid.
+    only_element = {k: np.array([bool(np.all(a.numbers == atomic_numbers[element])) for a in v], dtype=bool)
+                    for k, v in sets.items()}
+    metrics["only_element"] = {k: _fraction(m) for k, m in only_element.items()}
+    metrics["valid"] = {k: _fraction(screens[k].ok & only_element[k]) for k in sets}
 
     volumes = {k: np.asarray(volume_per_atom(v), dtype=float) for k, v in sets.items()}
     metrics["volume_per_atom"] = _compare(volumes["generated"], volumes["reference"])

@@ -35,6 +35,10 @@ def evaluation_section(metrics: dict[str, Any], command: str = "") -> str:
     cn, sg, s = metrics["coordination"], metrics["spacegroup"], metrics["settings"]
     rows = [
         f"| clean (no C–C < {s['min_distance']} Å) | {screen['generated']:.1%} | {screen['reference']:.1%} | – |",
+        *([f"| only C (no other element) | {metrics['only_element']['generated']:.1%} | "
+           f"{metrics['only_element']['reference']:.1%} | – |",
+           f"| valid (clean and only C) | {metrics['valid']['generated']:.1%} | {metrics['valid']['reference']:.1%} "
+           "| – |"] if "valid" in metrics else []),
         f"| median volume per atom (Å³) | {volume['median_generated']:.2f} | {volume['median_reference']:.2f} "
         f"| {volume['wasserstein']:.3f} |",
         f"| C–C coordination at {s['cutoff']} Å: 3 / 4 | {cn['fraction_3_generated']:.1%} / "

@@ -116,6 +116,16 @@ def generated_count(path) -> int:
     return sum(1 for _ in read_structures(path))
 
 
+def above_hull(hull, atoms, energy_per_atom) -> float:
+    """Energy above ``hull`` (eV/atom); ``inf`` (never on target) without an energy or outside the hull's elements."""
+    if not np.isfinite(energy_per_atom):
+        return np.inf
+    try:
+        return float(hull.e_above_hull(atoms, energy_per_atom))
+    except ValueError:  # an element the carbon hull does not have
+        return np.inf
+
+
 def energy_study(out, overrides, calculator="chgnet", resume=False, unguided=None, unguided_path=None,
                  generate_missing=True):
     """Guide toward <= 0.1 eV/atom above the carbon hull; compare with the unguided twin.
@@ -127,6 +137,7 @@ def energy_study(out, overrides, calculator="chgnet", resume=False, unguided=Non
     """
     import yaml
 
+    from aseguide.analysis import compute_energies
     from aseguide.calculators import get_calculator
 
     hull = carbon_hull(calculator)
@@ -149,14 +160,10 @@ def energy_study(out, overrides, calculator="chgnet", resume=False, unguided=Non
             "unguided": unguided_twin(unguided, unguided_path, config)}
     for name, structures in runs.items():
         clean = screen_distances(structures, thresholds=PAIR_THRESHOLDS).ok
-        e_hull = []
-        for atoms in structures:
-            atoms.calc = ase_calculator
-            try:
-                e_hull.append(hull.e_above_hull(atoms, atoms.get_potential_energy() / len(atoms)))
-            except Exception:  # noqa: BLE001 - a structure the potential cannot evaluate is not on target
-                e_hull.append(np.inf)
-        e_hull = np.asarray(e_hull)
+        # compute_energies gives nan (with a warning) where the potential fails or the cell is
+        # degenerate (lattice planes ~0.01 Å apart: CHGNet's neighbour search would exhaust the memory)
+        energies = compute_energies(structures, ase_calculator)
+        e_hull = np.array([above_hull(hull, atoms, e) for atoms, e in zip(structures, energies)])
         on_target = e_hull <= 0.1
         values[name] = {"n": len(structures), "raw": int(on_target.sum()), "clean": int((on_target & clean).sum()),
                         "median": float(np.median(e_hull[np.isfinite(e_hull)])) if np.isfinite(e_hull).any()
