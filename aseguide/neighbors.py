@@ -53,7 +53,7 @@ import torch
 from aseguide.state import CrystalBatch
 
 __all__ = ["NeighborList", "neighbor_list", "MAX_IMAGES_PER_AXIS", "MAX_PERIODIC_IMAGES", "periodic_image_count",
-           "check_periodic_images"]
+           "check_periodic_images", "MAX_NEIGHBORS_PER_ATOM", "check_neighbor_search"]
 
 #: Largest number of periodic images searched on each side of a cell along one axis.
 #: More would mean lattice planes closer than ``cutoff / MAX_IMAGES_PER_AXIS``: a
@@ -121,6 +121,49 @@ def check_periodic_images(cell, cutoff: float, limit: int = MAX_PERIODIC_IMAGES)
                 spacing = "0 Å"
         raise ValueError(f"degenerate cell: lattice planes {spacing} apart; a {cutoff:g} Å neighbour search "
                          f"would visit {count:,} periodic images (limit {limit:,})")
+
+
+#: Largest expected number of neighbours per atom (``n / V * 4/3 pi cutoff^3``) that an
+#: external potential is asked to handle: ~2.5x the densest crystals (0.2 atoms/Å³ at
+#: 6 Å gives 181). A collapsed noisy estimate of 20 carbon atoms in 15 Å³ (1.3 atoms/Å³)
+#: took CHGNet 20 s and 1.9 GB for that one structure; at 3.4 atoms/Å³ it ran out of memory.
+MAX_NEIGHBORS_PER_ATOM = 400
+
+
+def check_neighbor_search(cell, n_atoms: int, cutoff: float, max_images: int = MAX_PERIODIC_IMAGES,
+                          max_neighbors: float = MAX_NEIGHBORS_PER_ATOM) -> None:
+    """Raise ``ValueError`` for a cell whose neighbour search would exhaust the memory.
+
+    Either too many periodic images (:func:`check_periodic_images`: lattice planes a
+    fraction of an Å apart) or too many expected neighbours per atom
+    (``n_atoms / volume * 4/3 pi cutoff^3 > max_neighbors``: a collapsed cell).
+
+    Parameters
+    ----------
+    cell : array-like, shape (3, 3)
+        Lattice vectors as rows (Å).
+    n_atoms : int
+        Atoms in the cell.
+    cutoff : float
+        Search radius (Å).
+    max_images, max_neighbors : int, float
+        The two limits.
+
+    Examples
+    --------
+    >>> check_neighbor_search(np.eye(3) * 3.567, 8, 6.0)  # diamond: 159 neighbours per atom
+    >>> check_neighbor_search(np.eye(3) * 2.5, 20, 6.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: collapsed cell: 20 atoms in 15.6 Å³ (1.28 atoms/Å³) would give 1158 neighbours per atom within 6 Å (limit 400)
+    """
+    check_periodic_images(cell, cutoff, max_images)
+    volume = abs(float(np.linalg.det(np.asarray(cell, dtype=float).reshape(3, 3))))
+    density = n_atoms / volume
+    neighbors = density * 4.0 / 3.0 * math.pi * cutoff**3
+    if neighbors > max_neighbors:
+        raise ValueError(f"collapsed cell: {n_atoms} atoms in {volume:.3g} Å³ ({density:.3g} atoms/Å³) would give "
+                         f"{neighbors:.0f} neighbours per atom within {cutoff:g} Å (limit {max_neighbors:g})")
 
 
 # Candidate pairs handled at once (bounds the memory of the search, not its result).

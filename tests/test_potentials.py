@@ -134,7 +134,19 @@ def test_degenerate_cell_is_refused_before_the_neighbour_search():
     assert "degenerate cell" in pot.last_failures[1] and "periodic images" in pot.last_failures[1]
     assert calc.seen == [4]  # the calculator never saw the collapsed cell
     pot.max_periodic_images = 10**12  # the limit is what refuses it
-    assert periodic_image_count(collapsed.cell.array, pot.neighbor_cutoff) < 10**12
+    assert np.isfinite(float(pot.energy([collapsed], grad=False)[0])) and calc.seen == [4, 2]
+
+
+def test_collapsed_cell_is_refused_and_the_limit_is_what_refuses_it():
+    collapsed = Atoms("Cu20", scaled_positions=np.random.default_rng(0).random((20, 3)), cell=np.eye(3) * 2.5, pbc=True)
+    calc = _CountingEMT()
+    pot = ASECalculatorPotential(calc)
+    with pytest.warns(RuntimeWarning, match="1 of 2"):
+        energy = pot.energy([bulk("Cu", cubic=True), collapsed], grad=False)
+    assert np.isnan(float(energy[1])) and "collapsed cell: 20 atoms" in pot.last_failures[1]
+    assert calc.seen == [4]
+    pot.max_neighbors_per_atom = 1200  # 20 / 15.6 Å³ * 4/3 pi 6³ = 1158 neighbours per atom
+    assert np.isfinite(float(pot.energy([collapsed], grad=False)[0])) and calc.seen == [4, 20]
 
 
 def test_compute_energies_gives_nan_for_a_degenerate_cell():

@@ -9,7 +9,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from aseguide.neighbors import check_periodic_images
+from aseguide.neighbors import check_neighbor_search
 from aseguide.potentials.base import BatchedPotential
 from aseguide.state import CrystalBatch
 
@@ -91,7 +91,8 @@ class ASECalculatorPotential(BatchedPotential):
             atoms = Atoms(numbers=numbers[sl], positions=frac[sl] @ L, cell=L, pbc=True)
             atoms.calc = self.calculator
             try:
-                check_periodic_images(L, self.neighbor_cutoff, self.max_periodic_images)
+                check_neighbor_search(L, len(atoms), self.neighbor_cutoff, self.max_periodic_images,
+                                      self.max_neighbors_per_atom)
                 e = float(atoms.get_potential_energy())
                 if need_grad:
                     forces = np.asarray(atoms.get_forces())

@@ -14,7 +14,7 @@ import torch
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
-from aseguide.neighbors import MAX_PERIODIC_IMAGES, check_periodic_images
+from aseguide.neighbors import MAX_NEIGHBORS_PER_ATOM, MAX_PERIODIC_IMAGES, check_neighbor_search
 from aseguide.state import CrystalBatch
 
 __all__ = ["BatchedPotential", "TorchPotential"]
@@ -59,8 +59,9 @@ class BatchedPotential:
         Where the network runs.
     last_failures : dict[int, str]
         Index -> reason for the structures that failed in the last call. A degenerate
-        cell (more than ``max_periodic_images`` images within ``neighbor_cutoff``) fails
-        before the potential sees it.
+        cell (more than ``max_periodic_images`` images within ``neighbor_cutoff``) or a
+        collapsed one (more than ``max_neighbors_per_atom`` expected neighbours) fails
+        before the potential sees it (:func:`aseguide.neighbors.check_neighbor_search`).
     """
 
     name: str = "potential"
@@ -69,6 +70,8 @@ class BatchedPotential:
     neighbor_cutoff: float = 6.0
     #: Most periodic images a structure may need (:func:`aseguide.neighbors.check_periodic_images`).
     max_periodic_images: int = MAX_PERIODIC_IMAGES
+    #: Most expected neighbours per atom within ``neighbor_cutoff`` (a collapsed cell beyond).
+    max_neighbors_per_atom: float = MAX_NEIGHBORS_PER_ATOM
 
     def __init__(self, device: str | torch.device | None = None) -> None:
         self.device = _resolve_device(device)
@@ -127,7 +130,8 @@ class BatchedPotential:
         prepared, ok = [], []
         for i, atoms in enumerate(atoms_list):
             try:
-                check_periodic_images(atoms.cell.array, self.neighbor_cutoff, self.max_periodic_images)
+                check_neighbor_search(atoms.cell.array, len(atoms), self.neighbor_cutoff, self.max_periodic_images,
+                                      self.max_neighbors_per_atom)
                 prepared.append(self._prepare(atoms))
                 ok.append(i)
             except Exception as exc:  # noqa: BLE001 - a bad structure must not kill the batch

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from aseguide.neighbors import MAX_PERIODIC_IMAGES, check_periodic_images
+from aseguide.neighbors import MAX_NEIGHBORS_PER_ATOM, MAX_PERIODIC_IMAGES, check_neighbor_search
 from aseguide.potentials.registry import get_potential
 
 __all__ = ["compute_energies", "total_energies"]
@@ -36,6 +36,7 @@ def compute_energies(
     cell_filter: Callable | str | None = "frechet",
     neighbor_cutoff: float = 6.0,
     max_periodic_images: int = MAX_PERIODIC_IMAGES,
+    max_neighbors_per_atom: float = MAX_NEIGHBORS_PER_ATOM,
 ) -> np.ndarray:
     """Potential energy per atom (eV/atom) of each structure, with any ASE calculator.
 
@@ -63,11 +64,12 @@ def compute_energies(
         ``"frechet"`` (``ase.filters.FrechetCellFilter``, default), another ASE
         filter class (e.g. ``ase.filters.UnitCellFilter``), or ``None`` to relax the
         positions only.
-    neighbor_cutoff, max_periodic_images : float, int
+    neighbor_cutoff, max_periodic_images, max_neighbors_per_atom : float, int, float
         A structure whose neighbour search within ``neighbor_cutoff`` (Å) would visit
         more than ``max_periodic_images`` periodic images (a degenerate cell: lattice
-        planes a fraction of an Å apart) gets ``nan`` and a warning instead of being
-        handed to the calculator, whose neighbour list could exhaust the memory.
+        planes a fraction of an Å apart) or find more than ``max_neighbors_per_atom``
+        neighbours per atom (a collapsed cell) gets ``nan`` and a warning instead of
+        being handed to the calculator, whose neighbour list could exhaust the memory.
 
     Returns
     -------
@@ -94,7 +96,7 @@ def compute_energies(
         work = atoms.copy()
         work.calc = calc
         try:
-            check_periodic_images(work.cell.array, neighbor_cutoff, max_periodic_images)
+            check_neighbor_search(work.cell.array, len(work), neighbor_cutoff, max_periodic_images, max_neighbors_per_atom)
             if relax:
                 from ase.filters import FrechetCellFilter
                 from ase.optimize import FIRE
