@@ -60,7 +60,7 @@ def evaluation_section(metrics: dict[str, Any], command: str = "") -> str:
     ]
     if command:
         lines += ["", f"Command: `{command}`."]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n"
 
 
 def replace_section(card: str, section: str) -> str:
