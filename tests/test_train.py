@@ -193,6 +193,18 @@ def test_carbon_case_study_script_runs_with_the_trained_model(trained, tmp_path)
     assert "| ehull | not generated yet: 0 of 2 structures |" in table
     assert "| cn4 | " in table.replace("| cn4 | not", "") and (out / "report_cn4" / "summary.json").is_file()
     assert not (out / "cn3").exists() and not (out / "ehull").exists()
+    # --studies analyses only the named study; the table keeps the rows of the others
+    volume_rows = (out / "rows_volume.md").read_text()
+    (out / "rows_volume.md").write_text(volume_rows.replace("| volume |", "| volume (earlier sitting) |"))
+    (out / "report_cn4" / "summary.json").unlink()
+    module.main(["--model", str(trained), "--steps", "2", "--num-structures", "2", "--batch-size", "2",
+                 "--device", "cpu", "--output", str(out), "--model-dir", str(trained), "--analyze-only",
+                 "--studies", "cn4"])
+    table = (out / "results.md").read_text()
+    assert "| volume (earlier sitting) |" in table and "| ehull | not generated yet" in table
+    assert (out / "report_cn4" / "summary.json").is_file()
+    with pytest.raises(ValueError, match="cn5"):
+        module.main(["--output", str(out), "--analyze-only", "--studies", "cn5"])
 
 
 def test_carbon_twin_is_the_start_of_the_longer_unguided_run(trained, tmp_path):

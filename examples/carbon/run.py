@@ -25,8 +25,10 @@ reports the energy above hull distributions guided vs unguided and the fraction 
 0.1 eV/atom above the hull AND clean, with the one-sided z-test.
 
 Usage: ``python examples/carbon/run.py [--model M --steps N --num-structures S --output DIR
---calculator chgnet --model-dir runs/carbon-24-small --energy --analyze-only]``. ``run_all.sh``
-runs everything. ``--analyze-only`` generates nothing: it analyses the studies whose guided
+--calculator chgnet --model-dir runs/carbon-24-small --energy --analyze-only --studies cn3,ehull]``.
+``run_all.sh`` runs everything. ``--studies`` analyses only the named studies (default: all,
+``ehull`` with ``--energy``); each study's rows are kept in ``OUT/rows_<study>.md`` and
+``results.md`` lists every study analysed so far, in this sitting or an earlier one. ``--analyze-only`` generates nothing: it analyses the studies whose guided
 run is complete (the twin needs only the unguided run's first 200 structures) and lists the
 others as not generated yet, so results can be reported while a campaign is spread over
 several sittings.
@@ -185,8 +187,8 @@ def energy_study(out, overrides, calculator="chgnet", resume=False, unguided=Non
     return rows
 
 
-def main(argv=None):
-    """Generate the twin and the guided runs, analyse each, write ``results.md``; see the module docstring."""
+def script_options(argv):
+    """This script's own flags: ``(energy, analyze_only, studies, model_dir, remaining argv)``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     energy = "--energy" in argv
     if energy:
@@ -194,11 +196,25 @@ def main(argv=None):
     analyze_only = "--analyze-only" in argv
     if analyze_only:
         argv.remove("--analyze-only")
+    studies = None
+    if "--studies" in argv:
+        i = argv.index("--studies")
+        studies = [name.strip() for name in argv[i + 1].split(",") if name.strip()]
+        del argv[i:i + 2]
+        unknown = sorted(set(studies) - {*GUIDED, "ehull"})
+        if unknown or not studies:
+            raise ValueError(f"unknown study {unknown or studies!r}: choose from {', '.join([*GUIDED, 'ehull'])}")
     model_dir = None
     if "--model-dir" in argv:
         i = argv.index("--model-dir")
         model_dir = argv[i + 1]
         del argv[i:i + 2]
+    return energy, analyze_only, studies, model_dir, argv
+
+
+def main(argv=None):
+    """Generate the twin and the guided runs, analyse each, write ``results.md``; see the module docstring."""
+    energy, analyze_only, studies, model_dir, argv = script_options(argv)
     args = parse_args(argv, __doc__, "carbon")
     out = Path(args.output)
     overrides = {"model": args.model, "steps": args.steps, "num_structures": args.num_structures,
@@ -218,12 +234,16 @@ def main(argv=None):
         from aseguide.evaluation import load_held_out
 
         references = load_held_out(model_dir)
-    rows = ["| run | objective | on target (guided / unguided) | on target and clean | p (raw) | p (clean) |",
-            "|---|---|---|---|---|---|"]
+    header = ["| run | objective | on target (guided / unguided) | on target and clean | p (raw) | p (clean) |",
+              "|---|---|---|---|---|---|"]
+    selected = set(studies) if studies is not None else {*GUIDED, *(["ehull"] if energy else [])}
     for name in GUIDED:
-        if name in missing:
-            rows.append(f"| {name} | {missing[name]} | | | | |")
+        if name not in selected:
             continue
+        if name in missing:
+            save_rows(out, name, [f"| {name} | {missing[name]} | | | | |"])
+            continue
+        rows = []
         result = analyze(paths[name], compare=twins[name], references=references,
                          objectives=analysis_objectives(configs[name]), calculator=args.calculator,
                          pair_thresholds=PAIR_THRESHOLDS)
@@ -233,13 +253,27 @@ def main(argv=None):
             p = {k: "n/a" if tests[k].get("p_value") is None else f"{tests[k]['p_value']:.3g}" for k in ("raw", "clean")}
             rows.append(f"| {name} | {objective} | {s['guided']['raw']:.1%} / {s['unguided']['raw']:.1%} | "
                         f"{s['guided']['clean']:.1%} / {s['unguided']['clean']:.1%} | {p['raw']} | {p['clean']} |")
-    if energy:
-        rows += energy_study(out, overrides, calculator=args.calculator or "chgnet", resume=args.resume,
-                             unguided=configs["unguided"], unguided_path=paths["unguided"],
-                             generate_missing=not analyze_only)
+        save_rows(out, name, rows)
+    if "ehull" in selected:
+        save_rows(out, "ehull", energy_study(out, overrides, calculator=args.calculator or "chgnet",
+                                             resume=args.resume, unguided=configs["unguided"],
+                                             unguided_path=paths["unguided"], generate_missing=not analyze_only))
+    rows = header + [row for name in [*GUIDED, "ehull"] for row in load_rows(out, name)]
     (out / "results.md").write_text("\n".join(rows) + "\n")
     print("\n".join(rows))
     return paths
+
+
+def save_rows(out, name, rows) -> None:
+    """Keep a study's rows of the results table (``OUT/rows_<name>.md``) for later tables."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / f"rows_{name}.md").write_text("\n".join(rows) + "\n")
+
+
+def load_rows(out, name) -> list:
+    """A study's rows saved by :func:`save_rows`; none for a study never analysed."""
+    path = Path(out) / f"rows_{name}.md"
+    return path.read_text().splitlines() if path.is_file() else []
 
 
 if __name__ == "__main__":
