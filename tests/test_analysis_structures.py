@@ -376,6 +376,27 @@ def test_neighbor_pairs_on_an_absurdly_large_cell_is_cheap():
     assert abs(d - 1.2).max() < 1e-9
 
 
+def test_neighbor_pairs_in_a_badly_skewed_basis_are_those_of_the_reduced_cell():
+    """Regression: a sampled lattice written with 100 Å vectors and planes 0.007 Å apart made
+    the short-contact screen search ~1e8 images; the same lattice in its shortest basis
+    gives the same pairs."""
+    from ase.build import bulk
+    from ase.neighborlist import neighbor_list
+
+    from aseguide.constraints._neighbor_pairs import neighbor_pairs
+
+    diamond = bulk("C", "diamond", a=3.567, cubic=True)
+    diamond.rattle(0.05, seed=1)
+    skew = np.array([[1, 0, 0], [27, 1, 0], [31, 29, 1]])  # unimodular: the same lattice
+    skewed = diamond.copy()
+    skewed.set_cell(skew @ diamond.cell.array, scale_atoms=False)
+    assert max(skewed.cell.lengths()) > 100
+    i, j, d = neighbor_pairs(skewed, 3.0)
+    i0, j0, d0 = neighbor_list("ijd", diamond, 3.0)
+    assert sorted(zip(i.tolist(), j.tolist(), np.round(d, 9).tolist())) == \
+        sorted(zip(i0.tolist(), j0.tolist(), np.round(d0, 9).tolist()))
+
+
 def test_distribution_plot_of_huge_values_uses_float_bins(tmp_path):
     """Regression: values above ~1e5 are 'integers' to np.allclose; one bin per integer
     over 1e11 would need terabytes."""

@@ -27,7 +27,15 @@ def neighbor_pairs(atoms: Atoms, cutoff: float) -> tuple[np.ndarray, np.ndarray,
     """
     if cutoff <= 0:
         raise ValueError(f"cutoff must be positive, got {cutoff!r}")
-    cell = np.ascontiguousarray(atoms.cell.array, dtype=np.float64)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    if abs(float(np.linalg.det(cell))) > 0:
+        # The same lattice in its shortest basis: the pairs and distances are the same, but
+        # the search visits a few images instead of ~(cutoff / plane spacing)^3 in a skewed
+        # basis (a sampled cell with planes 0.007 Å apart took the screen tens of minutes).
+        from ase.geometry import minkowski_reduce
+
+        cell = minkowski_reduce(cell)[0]
+    cell = np.ascontiguousarray(cell)
     frac = np.linalg.solve(cell.T, np.asarray(atoms.positions, dtype=np.float64).T).T
     pos = np.ascontiguousarray(np.mod(frac, 1.0) @ cell)
     # pymatgen's cell list allocates memory in proportion to the cell volume (in units of
