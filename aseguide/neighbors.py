@@ -264,6 +264,8 @@ def neighbor_list(
         frac = batch.frac.detach().to(search_dtype)
         cell = batch.cell.detach().to(search_dtype)
         structure_of_atom = batch.batch
+        # Skewed cells are searched in their Minkowski-reduced basis (same crystal, same pairs)
+        frac, cell, basis_change = _reduce_skewed_cells(frac, cell, structure_of_atom, cutoff)
 
         # Geometry of each cell: bins per axis and bins to visit on each side.
         inverse = torch.linalg.inv(cell)  # columns are the reciprocal vectors b_k
@@ -342,7 +344,41 @@ def neighbor_list(
         # Shift for the unwrapped coordinates: frac = wrapped + image.
         shift = wrapped_shift + (image_of_atom[first] - image_of_atom[second]).to(torch.long)
         structure = structure_of_atom[first]
+        if basis_change is not None:  # shifts in the reduced basis -> the batch's basis
+            shift = torch.einsum("pi,pij->pj", shift, basis_change[structure])
     return NeighborList(first, second, shift, structure)
+
+
+def _reduce_skewed_cells(
+    frac: torch.Tensor, cell: torch.Tensor, structure_of_atom: torch.Tensor, cutoff: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Cells needing more than ``MAX_IMAGES_PER_AXIS`` images per side, Minkowski-reduced.
+
+    Returns ``(frac, cell, basis_change)``: ``cell' = U @ cell`` and ``frac' = frac @ U^-1``
+    for each such structure (``U`` integer, unimodular, from :func:`ase.geometry.minkowski_reduce`),
+    so Cartesian positions are unchanged and a shift ``S'`` found in the reduced basis is
+    ``S' @ U`` in the batch's. ``basis_change`` is ``None`` when no cell needs it (the usual
+    case: nothing is copied); otherwise ``(S, 3, 3)`` long, the identity for the others.
+    Only the skewed cells (rare: a sampled lattice written in a degenerate basis) are
+    reduced, one by one.
+    """
+    reach = cutoff * torch.linalg.inv(cell).norm(dim=1)  # (S, 3): cutoff / plane spacing
+    skewed = torch.nonzero(~(reach <= MAX_IMAGES_PER_AXIS).all(dim=1)).flatten()
+    if skewed.numel() == 0:
+        return frac, cell, None
+    from ase.geometry import minkowski_reduce
+
+    basis_change = torch.eye(3, dtype=torch.long, device=cell.device).repeat(cell.shape[0], 1, 1)
+    for s in skewed.tolist():
+        matrix = cell[s].cpu().numpy().astype(np.float64)
+        if not (np.isfinite(matrix).all() and abs(np.linalg.det(matrix)) > 1e-12):
+            continue  # a singular cell has no reduced basis: the search below truncates it
+        _, op = minkowski_reduce(matrix)
+        basis_change[s] = torch.as_tensor(op, dtype=torch.long, device=cell.device)
+    change = basis_change.to(cell.dtype)
+    cell = change @ cell
+    frac = torch.einsum("ni,nij->nj", frac, torch.linalg.inv(change)[structure_of_atom])
+    return frac, cell, basis_change
 
 
 def _search_group(

@@ -155,3 +155,26 @@ def test_periodic_image_count_is_the_box_of_plane_spacings(seed):
     expected = np.prod(2 * np.ceil(cutoff / spacing) + 1)
     assert periodic_image_count(cell, cutoff) == expected
     assert periodic_image_count(np.zeros((3, 3)), cutoff) == np.iinfo(np.int64).max
+
+
+def test_skewed_basis_is_searched_reduced_without_truncation():
+    """A lattice written in a basis with planes 0.05 Å apart: the same pairs as its plain basis."""
+    import warnings
+
+    diamond = bulk("C", "diamond", a=3.567, cubic=True)
+    change = np.array([[1, 0, 0], [37, 1, 0], [-29, 41, 1]])  # integer, unimodular
+    skewed = Atoms("C8", positions=diamond.positions, cell=change @ diamond.cell[:], pbc=True)
+    spacing = 1.0 / np.linalg.norm(np.linalg.inv(skewed.cell[:]), axis=0)
+    assert spacing.min() < 1.55 / MAX_IMAGES_PER_AXIS  # would be truncated without the reduction
+    crystals = [bulk("Si"), skewed, diamond]
+    batch = CrystalBatch.from_atoms(crystals)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        pairs = neighbor_list(batch, 1.6)
+    ours = pair_sets(pairs, batch, crystals)
+    assert len(ours[1]) == 8 * 4  # four C-C bonds of 1.545 Å per atom
+    assert ours[1] == ours[2]
+    # the shifts are in the batch's (skewed) basis, valid for its coordinates
+    expected = batch.positions[pairs.second] - batch.positions[pairs.first] + torch.einsum(
+        "pi,pij->pj", pairs.shift.double(), batch.cell[pairs.structure])
+    assert torch.allclose(pairs.vectors(batch.frac, batch.cell), expected, atol=1e-8)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -503,3 +504,49 @@ def test_lattice_check_measures_the_unexplained_lattice_noise(trained, tmp_path,
     monkeypatch.undo()
     assert check.main(["--model", str(trained), "--data", str(shared_data("carbon_24", "val.csv")),
                        "--num-structures", "8", "--times", "0.5", "--cache", str(tmp_path / "c")]) == 0
+
+
+def test_ehull_tuning_script_runs_with_the_trained_model(trained, tmp_path):
+    """examples/carbon/ehull_tuning.py on the tiny model: an unguided row and a guided twin row."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "carbon"
+    spec = importlib.util.spec_from_file_location("carbon_ehull_tuning", folder / "ehull_tuning.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    common = ["--model", str(trained), "--steps", "3", "--num-structures", "2", "--output", str(tmp_path)]
+    unguided = module.main(common + ["--label", "unguided"])
+    guided = module.main(common + ["--label", "pos_k1", "--k", "1.0", "--m", "1", "--every", "2",
+                                   "--start", "0.0", "--fields", "positions"])
+    assert unguided["n"] == guided["n"] == 2 and len(guided["e_hull"]) == 2
+    config = json.loads((tmp_path / "pos_k1" / "config.json").read_text())
+    text = json.dumps(config)
+    assert '"backward_strength": 1.0' in text and '"fields": ["positions"]' in text
+    assert "EnergyAboveHull" in text and "MinDistance" in text
+    assert "EnergyAboveHull" not in json.dumps(json.loads((tmp_path / "unguided" / "config.json").read_text()))
+    rows = (tmp_path / "tuning.md").read_text().splitlines()
+    assert rows[2].startswith("| unguided |") and rows[3].startswith("| pos_k1 | 1.0 | 1 | 2 | 0.0 |")
+    assert (tmp_path / "hull.json").is_file()
+
+
+def test_step_fraction_of_a_backward_shift(tiny_model):
+    """examples/carbon/step_fraction.py: the predictor keeps 1 - sigma_{t+dt}^2 / sigma_t^2 of a
+    positions shift of x0 (docs/method.md), and the whole shift at the last step."""
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "carbon"
+    spec = importlib.util.spec_from_file_location("carbon_step_fraction", folder / "step_fraction.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    steps = 20
+    fractions = module.step_fractions(tiny_model, steps=steps, indices=(4, 12, 19), num_atoms=(3, 5))
+    session = tiny_model.session(torch.tensor([3, 5]), steps=steps)
+    times = session.timesteps()
+    for index in (4, 12):
+        t, positions, lattice = fractions[index]
+        sigma_t = session.marginal("positions", times[index])[1][0, 0]
+        sigma_next = session.marginal("positions", times[index + 1])[1][0, 0]
+        assert positions == pytest.approx(float(1 - sigma_next**2 / sigma_t**2), rel=1e-4)
+        assert 0 < lattice < 1
+    assert fractions[4][2] < fractions[12][2]  # the lattice keeps more as t -> 0
+    assert fractions[19][1:] == pytest.approx((1.0, 1.0), rel=1e-4)
