@@ -525,7 +525,8 @@ def test_ehull_tuning_script_runs_with_the_trained_model(trained, tmp_path):
     assert "EnergyAboveHull" in text and "MinDistance" in text
     assert "EnergyAboveHull" not in json.dumps(json.loads((tmp_path / "unguided" / "config.json").read_text()))
     rows = (tmp_path / "tuning.md").read_text().splitlines()
-    assert rows[2].startswith("| unguided |") and rows[3].startswith("| pos_k1 | 1.0 | 1 | 2 | 0.0 |")
+    assert rows[2].startswith("| unguided | – |") and len(rows[2].split("|")) == len(rows[0].split("|"))
+    assert rows[3].startswith("| pos_k1 | 1.0 | 1 | 2 | 0.0 | constant | positions |")
     assert (tmp_path / "hull.json").is_file()
 
 

@@ -109,12 +109,14 @@ def main(argv=None):
     (out / args.label / "tuning.json").write_text(json.dumps(row, indent=1))
     table = out / "tuning.md"
     if not table.is_file():
-        table.write_text("| label | k | m | every | start | schedule | thr | r_min | n | median E_hull | <=0.1 | <=0.3 "
-                         "| <=0.5 | clean | <=0.1 & clean | <=0.3 & clean | s |\n" + "|---" * 17 + "|\n")
+        table.write_text("| label | k | m | every | start | schedule | fields | thr | r_min | n | median E_hull | <=0.1 | <=0.3 "
+                         "| <=0.5 | clean | <=0.1 & clean | <=0.3 & clean | s |\n" + "|---" * 18 + "|\n")
     s = row["settings"]
+    settings = ("| – " * 8 if args.label == "unguided" else
+                f"| {s['k']} | {s['m']} | {s['every']} | {s['start']} | {s['schedule']}{' raw' if s['no_normalize'] else ''} "
+                f"| {s['fields']} | {s['threshold']} | {s['r_min']} ")
     with table.open("a") as handle:
-        handle.write(f"| {args.label} | {s['k']} | {s['m']} | {s['every']} | {s['start']} | {s['schedule']}{' raw' if s['no_normalize'] else ''} | "
-                     f"{s['threshold']} | {s['r_min']} | {n} | {row['median']:.3f} | {row['le0.1']:.0%} | "
+        handle.write(f"| {args.label} {settings}| {n} | {row['median']:.3f} | {row['le0.1']:.0%} | "
                      f"{row['le0.3']:.0%} | {row['le0.5']:.0%} | {row['clean']:.0%} | {row['le0.1_clean']:.0%} | "
                      f"{row['le0.3_clean']:.0%} | {seconds:.0f} |\n")
     print(table.read_text().splitlines()[-1])
