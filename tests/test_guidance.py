@@ -371,3 +371,34 @@ def test_settings_schedule_gates_and_scales():
     assert (step.forward_strength, step.backward_strength) == s.strengths(0.25, 2)
     assert GuidanceSettings(backward_steps=0).strengths(0.5, 0)[1] == 0.0
     assert not UNGUIDED.forward and not UNGUIDED.backward and UNGUIDED.recurrence == 1
+
+
+def test_guidance_presets():
+    """``preset`` starts from named settings; the other keys override; unknown names are named."""
+    from aseguide.sampling.settings import PRESETS, GuidanceSettings
+
+    assert GuidanceSettings.preset("paper") == GuidanceSettings()
+    energy = GuidanceSettings.from_dict({"preset": "energy"})
+    assert (energy.forward_strength, energy.backward_strength, energy.backward_steps, energy.recurrence,
+            energy.every, energy.start, energy.fields) == (0.0, 1.0, 1, 1, 2, 0.5, ("positions",))
+    assert not energy.forward and energy.backward
+    assert energy.strengths(0.6, 0) == (0.0, 0.0) and energy.strengths(0.4, 1) == (0.0, 0.0)
+    assert energy.strengths(0.4, 2) == (0.0, 1.0)
+    assert GuidanceSettings.from_dict({"preset": "energy", "every": 4, "fields": ["positions", "lattice"]}) == \
+        GuidanceSettings(**{**PRESETS["energy"], "every": 4, "fields": ["positions", "lattice"]})
+    with pytest.raises(ValueError, match="unknown guidance preset 'fast'"):
+        GuidanceSettings.from_dict({"preset": "fast"})
+    with pytest.raises(ValueError, match="unknown guidance key"):
+        GuidanceSettings.from_dict({"preset": "energy", "strength": 1})
+
+
+def test_carbon_energy_study_uses_the_energy_preset():
+    from pathlib import Path
+
+    import yaml
+
+    from aseguide.sampling.settings import GuidanceSettings
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[1] / "examples" / "carbon" / "config_ehull.yaml")
+                            .read_text())
+    assert GuidanceSettings.from_dict(config["guidance"]) == GuidanceSettings.preset("energy")

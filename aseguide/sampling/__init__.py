@@ -9,5 +9,6 @@ Examples
 
 from aseguide.sampling.dynamics import GuidedDiffusion
 from aseguide.sampling.num_atoms import sample_num_atoms
+from aseguide.sampling.settings import PRESETS, GuidanceSettings
 
-__all__ = ["GuidedDiffusion", "sample_num_atoms"]
+__all__ = ["GuidedDiffusion", "GuidanceSettings", "PRESETS", "sample_num_atoms"]
