@@ -376,7 +376,7 @@ GUIDANCE_KEYS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(Guidan
 #: lattice keeps most of a shift, so k = 1 Å would strain the cell), every 2nd step
 #: (half the potential's cost; with an even step count the last step, which keeps a shift
 #: whole, is left alone) and t < 0.5. On the carbon model it lowered the median energy
-#: above the CHGNet hull from 1.10 to 0.78 eV/atom (examples/carbon/README.md).
+#: above the CHGNet hull from 1.11 to 0.75 eV/atom (examples/carbon/README.md).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "energy": {"forward_strength": 0.0, "backward_strength": 1.0, "backward_steps": 1, "recurrence": 1,
