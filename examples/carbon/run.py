@@ -201,8 +201,9 @@ def energy_study(out, overrides, calculator="chgnet", resume=False, unguided=Non
                     f"{u[key] / u['n']:.1%} | | {p_level:.3g} |")
     finite = [np.isfinite(values[k]["e_hull"]) for k in ("guided", "unguided")]
     lower = np.array(g["e_hull"])[finite[0] & finite[1]] < np.array(u["e_hull"])[finite[0] & finite[1]]
+    share = f"{lower.mean():.1%}" if lower.size else "–"  # no pair with both energies finite
     rows.append(f"| ehull | median E_hull (eV/atom); guided twin lower | {g['median']:.3f} / {u['median']:.3f} | "
-                f"{lower.mean():.1%} of {lower.size} pairs | | |")
+                f"{share} of {lower.size} pairs | | |")
     (out / "ehull_summary.json").write_text(json.dumps({"hull": hull.todict(), **values}, indent=1))
     try:
         from aseguide.analysis.plots import plot_distributions
