@@ -528,6 +528,10 @@ def test_ehull_tuning_script_runs_with_the_trained_model(trained, tmp_path):
     assert rows[2].startswith("| unguided | – |") and len(rows[2].split("|")) == len(rows[0].split("|"))
     assert rows[3].startswith("| pos_k1 | 1.0 | 1 | 2 | 0.0 | constant | positions |")
     assert (tmp_path / "hull.json").is_file()
+    held_out = module.main(["--output", str(tmp_path), "--held-out", str(trained)])
+    values = json.loads((tmp_path / "heldout_ehull.json").read_text())
+    assert held_out["n"] == len(values) > 0 and 0.0 <= held_out["le0.1"] <= held_out["le0.5"] <= 1.0
+    assert all(-1.0 < v < 5.0 for v in values)  # real carbon_24 structures, near the CHGNet hull
 
 
 def test_step_fraction_of_a_backward_shift(tiny_model):

@@ -9,10 +9,12 @@ the carbon hull is then evaluated with CHGNet and a row is appended to ``OUT/tun
 Usage::
 
     python examples/carbon/ehull_tuning.py --output runs/carbon/tuning --num-structures 24 \\
-        --label late_k02 --every 1 --start 0.7 --k 0.2 --m 3
+        --label pos_k1_m1_e2_s05 --every 2 --start 0.5 --k 1.0 --m 1 --fields positions
 
 ``--label unguided`` (no guidance) gives the reference row; variants with the same
-``--seed`` and ``--num-structures`` are twins of it.
+``--seed`` and ``--num-structures`` are twins of it. ``--held-out MODEL_DIR`` instead
+evaluates the model's held-out structures against the same hull (``OUT/heldout_ehull.json``
+and the fractions within 0.1 / 0.3 / 0.5 eV/atom): how close to the hull the data itself is.
 """
 
 import argparse
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import PAIR_THRESHOLDS, above_hull, carbon_hull  # noqa: E402
@@ -45,10 +48,27 @@ def hull_for(out: Path, calculator: str):
     return hull
 
 
+def held_out_ehull(model_dir, hull, out: Path, calculator: str) -> dict:
+    """Energies above ``hull`` of the held-out structures of ``model_dir``, saved to ``out/heldout_ehull.json``."""
+    from aseguide.calculators import get_calculator
+    from aseguide.evaluation import load_held_out
+
+    structures = load_held_out(model_dir)
+    energies = compute_energies(structures, get_calculator(calculator))
+    e_hull = np.array([above_hull(hull, atoms, e) for atoms, e in zip(structures, energies)])
+    (out / "heldout_ehull.json").write_text(json.dumps(e_hull.tolist()))
+    finite = e_hull[np.isfinite(e_hull)]
+    summary = {"n": int(e_hull.size), "median": float(np.median(finite)) if finite.size else float("nan"),
+               **{f"le{level}": float((e_hull <= level).mean()) for level in (0.1, 0.3, 0.5)}}
+    print(json.dumps(summary))
+    return summary
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="runs/carbon/tuning")
-    parser.add_argument("--label", required=True)
+    parser.add_argument("--label", help="the variant's name (its run folder); 'unguided' for the reference")
+    parser.add_argument("--held-out", metavar="MODEL_DIR", help="evaluate this model's held-out structures instead")
     parser.add_argument("--model", default=None, help="default: config_ehull.yaml's (carbon-24-small)")
     parser.add_argument("--num-structures", type=int, default=24)
     parser.add_argument("--seed", type=int, default=100)
@@ -65,10 +85,14 @@ def main(argv=None):
     parser.add_argument("--r-min", type=float, default=1.1, help="MinDistance r_min (0: no repulsion)")
     parser.add_argument("--energy-scale", type=float, default=1.0, help="EnergyAboveHull scale (asinh)")
     args = parser.parse_args(argv)
+    if not args.label and not args.held_out:
+        parser.error("give --label (a variant to generate) or --held-out MODEL_DIR")
 
     out = Path(args.output)
     hull = hull_for(out, args.calculator)
-    base = json.loads(json.dumps(__import__("yaml").safe_load((HERE / "config_ehull.yaml").read_text())))
+    if args.held_out:
+        return held_out_ehull(args.held_out, hull, out, args.calculator)
+    base = yaml.safe_load((HERE / "config_ehull.yaml").read_text())
     data = {k: base[k] for k in ("model", "num_atoms", "max_atoms")}
     if args.model:
         data["model"] = args.model
